@@ -1,0 +1,52 @@
+# Two commands get a fresh clone working: `make run` and `make test`. Both create .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-all sweep ui bench lint format clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+run: $(STAMP) ## train the main job: DQN + MLP on CartPole-v1, tracked in MLflow (extra overrides: ARGS="...")
+	$(PY) -m pipeline $(ARGS)
+
+test: $(STAMP) ## run the test suite (CI: no GPU, slow learning tests excluded)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+test-all: $(STAMP) ## run every test, the slow learning tests included
+	$(PY) -m pytest $(ARGS)
+
+sweep: $(STAMP) ## a small multirun grid: DQN vs Double DQN, two seeds each
+	$(PY) -m pipeline -m algo=dqn,double_dqn seed=0,1 total_env_steps=20000 progress=true $(ARGS)
+
+ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the default store (outputs/mlflow.db)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
+
+bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3 and a bare PyTorch loop; writes docs/benchmarks.md
+	$(PY) benchmarks/cartpole_dqn.py $(ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## remove run outputs (keeps .venv)
+	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

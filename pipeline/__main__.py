@@ -1,0 +1,83 @@
+"""`python -m pipeline [group=option ...] [key=value ...]` — the one entry point.
+
+Any configuration or input error becomes one line on stderr and exit code 2, with no traceback
+unless HYDRA_FULL_ERROR=1; a job refused that way leaves no run dir and no MLflow run behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.config import register_configs
+from pipeline.errors import ConfigError, one_line
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+register_configs()
+
+
+def _remove_refused_run_dir(outputs_root: str) -> None:
+    """Hydra writes <run dir>/.hydra before the job runs; a refused job should leave nothing."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    if not run_dir.is_dir() or any(p.name not in (".hydra", "__main__.log") for p in run_dir.iterdir()):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    root = Path(outputs_root).resolve()
+    parent = run_dir.parent
+    while parent != root and root in parent.parents and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def job(cfg: DictConfig) -> float:
+    from pipeline.train import train
+
+    try:
+        result = train(cfg)
+    except ConfigError as ex:
+        _remove_refused_run_dir(cfg.paths.outputs)
+        if os.environ.get("PIPELINE_TRACEBACK") == "1":
+            raise
+        # Exit from inside the job: Hydra would otherwise print its own multi-line report first.
+        print(f"error: {ex}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    status = "solved" if result.solved else "finished"
+    print(
+        f"{status}: eval return {result.eval_return_mean:.1f} ± {result.eval_return_std:.1f} "
+        f"after {result.env_steps} env steps in {result.wall_s:.1f} s",
+        flush=True,
+    )
+    if result.run_id:
+        print(f"mlflow run {result.run_id}  policy {result.model_uri}", flush=True)
+        print(f"open the UI: make ui   (mlflow ui --backend-store-uri {cfg.logger.tracking_uri})", flush=True)
+    return result.eval_return_mean
+
+
+def main() -> None:
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["PIPELINE_TRACEBACK"] = "1" if user_wants_traceback else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+    try:
+        job()
+    except (ConfigError, HydraException, OmegaConfBaseException) as ex:
+        if user_wants_traceback:
+            raise
+        print(f"error: {one_line(ex)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

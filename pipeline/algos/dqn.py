@@ -1,0 +1,337 @@
+"""DQN and Double DQN as one LightningModule.
+
+Read it top to bottom: `training_step` is one *chunk* — `algo.chunk_steps` env steps, with the
+gradient rounds and target syncs that fall inside it — so Lightning's per-step cost is paid once per
+chunk, not once per env step. Every schedule runs on the global env-step counter (all vector envs,
+all ranks). Under DDP each rank owns its envs and replay buffer, gradients are averaged by DDP in
+`manual_backward`, the target net is a plain attribute synced on every rank at the same step, and
+rank 0 evaluates and writes metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset
+
+from pipeline.buffers import ReplayBuffer
+from pipeline.config import Config
+from pipeline.envs import EnvSpec, make_vector_env
+from pipeline.evaluate import Evaluator
+from pipeline.networks import QNetwork, build_q_network
+from pipeline.tracking import MetricWriter, RunTarget
+
+EVAL_SEED_OFFSET = 1_000_000
+
+
+def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
+    """Linear interpolation from `start` at step 0 to `end` at `duration`, constant after."""
+    frac = min(max(step, 0) / duration, 1.0)
+    return start + frac * (end - start)
+
+
+def td_target(
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    next_q_target: torch.Tensor,
+    gamma: float,
+    next_q_online: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """r + γ (1 - terminal) · V(s'). DQN: V = max_a Q_target. Double DQN: Q_target at argmax_a Q_online."""
+    if next_q_online is None:
+        next_v = next_q_target.max(dim=1).values
+    else:
+        next_v = next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
+    return rewards + gamma * (1.0 - terminated) * next_v
+
+
+class _Ticks(IterableDataset):
+    """Lightning wants a dataloader; the data come from the env, so each item is just a tick."""
+
+    def __iter__(self):
+        while True:
+            yield 0
+
+
+class DQN(pl.LightningModule):
+    def __init__(self, cfg: Config, spec: EnvSpec, run_target: RunTarget | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg = cfg
+        self.spec = spec
+        self.run_target = run_target
+        self.q_net: QNetwork = build_q_network(cfg.backbone, spec)
+        if cfg.hardware.channels_last and spec.is_image:
+            self.q_net = self.q_net.to(memory_format=torch.channels_last)
+        # A submodule (moved and checkpointed with the rest) whose parameters need no grad, so DDP's
+        # reducer ignores them; `train()` below keeps it in eval mode.
+        self.target_net: QNetwork = copy.deepcopy(self.q_net).requires_grad_(False).eval()
+        self.vec_steps = 0  # local vector-env steps on this rank
+        self.updates = 0
+        self.episodes = 0
+        self.last_eval_step = -1
+        self.last_eval_return = float("nan")
+        self.solved = False
+        self.progress: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- counters and schedules
+    @property
+    def steps_per_vec_step(self) -> int:
+        return self.cfg.env.num_envs * self.trainer.world_size
+
+    @property
+    def global_env_steps(self) -> int:
+        return self.vec_steps * self.steps_per_vec_step
+
+    def epsilon(self, step: int) -> float:
+        a = self.cfg.algo
+        return linear_schedule(a.eps_start, a.eps_end, a.eps_decay_steps, step)
+
+    def chunks_needed(self, world_size: int) -> int:
+        per_chunk = self._vec_steps_per_chunk(world_size) * self.cfg.env.num_envs * world_size
+        return math.ceil(self.cfg.total_env_steps / per_chunk)
+
+    def _vec_steps_per_chunk(self, world_size: int) -> int:
+        return max(1, self.cfg.algo.chunk_steps // (self.cfg.env.num_envs * world_size))
+
+    # ----------------------------------------------------------------- Lightning plumbing
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Ticks(), batch_size=None)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.q_net.parameters() if p.requires_grad]
+        fused = all(p.device.type in ("cpu", "cuda") for p in params)
+        return torch.optim.Adam(params, lr=self.cfg.algo.lr, fused=fused)
+
+    def on_train_start(self) -> None:
+        cfg, rank = self.cfg, self.global_rank
+        if cfg.hardware.threads > 0:
+            torch.set_num_threads(cfg.hardware.threads)
+        n = cfg.env.num_envs
+        self.env = make_vector_env(cfg.env, n)
+        self.obs, _ = self.env.reset(seed=[cfg.seed + rank * n + i for i in range(n)])
+        self.rng = np.random.default_rng(cfg.seed + 7919 * (rank + 1))
+        self.buffer = ReplayBuffer(
+            cfg.algo.buffer_size, self.spec.obs_shape, self.spec.obs_dtype, self.device, seed=cfg.seed + rank
+        )
+        self.ep_return = np.zeros(n)
+        self.ep_length = np.zeros(n, dtype=np.int64)
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self._pending_episodes: list[tuple[int, float, float]] = []
+        self.optimizer = self.optimizers(use_pl_optimizer=False)
+        self.grad_params = [p for p in self.q_net.parameters() if p.requires_grad]
+        self.q_train = torch.compile(self.q_net) if cfg.hardware.compile else self.q_net
+        self.target_eval = torch.compile(self.target_net) if cfg.hardware.compile else self.target_net
+        self.q_net.eval()  # acting mode; gradient rounds switch to train mode
+        self.evaluator = None
+        self.writer = None
+        if self.trainer.is_global_zero:
+            self.evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed + EVAL_SEED_OFFSET)
+            if self.run_target is not None:
+                self.writer = MetricWriter(self.run_target, cfg.logger.flush_every_s)
+        self._chunk_start = time.perf_counter()
+
+    def on_train_end(self) -> None:
+        if self.last_eval_step != self.global_env_steps:
+            self._evaluate()
+        if self.trainer.world_size > 1:
+            self._check_replicas_in_sync()
+        self._save_checkpoint()
+        if self.writer is not None:
+            self.writer.flush()
+        self.env.close()
+        if self.evaluator is not None:
+            self.evaluator.close()
+
+    def train(self, mode: bool = True) -> DQN:
+        super().train(mode)
+        self.target_net.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["counters"] = {
+            "vec_steps": self.vec_steps,
+            "global_env_steps": self.global_env_steps,
+            "updates": self.updates,
+            "episodes": self.episodes,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        counters = checkpoint["counters"]
+        self.vec_steps, self.updates, self.episodes = counters["vec_steps"], counters["updates"], counters["episodes"]
+
+    # ----------------------------------------------------------------- the chunk
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        a = self.cfg.algo
+        per_vec = self.steps_per_vec_step
+        chunk_start_step = self.global_env_steps
+        loss_sum = torch.zeros((), device=self.device)
+        q_sum = torch.zeros((), device=self.device)
+        n_updates = 0
+        for _ in range(self._vec_steps_per_chunk(self.trainer.world_size)):
+            if self.global_env_steps >= self.cfg.total_env_steps:
+                break
+            self._collect(self.epsilon(self.global_env_steps))
+            step, prev = self.global_env_steps, self.global_env_steps - per_vec
+            if step // a.target_update_interval != prev // a.target_update_interval:
+                self._sync_target()
+            rounds = step // a.train_freq - prev // a.train_freq
+            if rounds and step >= a.learning_starts:
+                loss, q_mean, n = self._learn(rounds * a.gradient_steps)
+                loss_sum += loss
+                q_sum += q_mean
+                n_updates += n
+        self._end_chunk(chunk_start_step, loss_sum, q_sum, n_updates)
+
+    @torch.inference_mode()
+    def _act(self, obs: np.ndarray, eps: float) -> np.ndarray:
+        n = obs.shape[0]
+        actions = self.rng.integers(0, self.spec.n_actions, size=n)
+        explore = self.rng.random(n) < eps
+        if not explore.all():
+            greedy = self.q_net(torch.from_numpy(obs).to(self.device)).argmax(dim=1).cpu().numpy()
+            actions = np.where(explore, actions, greedy)
+        return actions
+
+    def _collect(self, eps: float) -> None:
+        actions = self._act(self.obs, eps)
+        next_obs, rewards, terminated, truncated, info = self.env.step(actions)
+        done = terminated | truncated
+        stored_next = next_obs
+        if done.any():
+            stored_next = next_obs.copy()
+            for i in np.flatnonzero(done):
+                stored_next[i] = info["final_obs"][i]
+        self.buffer.add(
+            torch.from_numpy(self.obs),
+            torch.from_numpy(actions),
+            torch.from_numpy(np.asarray(rewards, dtype=np.float32)),
+            torch.from_numpy(stored_next),
+            torch.from_numpy(terminated.astype(np.float32)),
+        )
+        self.obs = next_obs
+        self.vec_steps += 1
+        self.ep_return += rewards
+        self.ep_length += 1
+        if done.any():
+            step = self.global_env_steps
+            for i in np.flatnonzero(done):
+                self._pending_episodes.append((step, float(self.ep_return[i]), float(self.ep_length[i])))
+                self.recent_returns.append(float(self.ep_return[i]))
+                self.episodes += 1
+            self.ep_return[done] = 0.0
+            self.ep_length[done] = 0
+
+    def _learn(self, n_updates: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """`n_updates` gradient steps on batches drawn in one gather (the buffer is fixed meanwhile)."""
+        a = self.cfg.algo
+        batch = self.buffer.sample(a.batch_size, n_updates)
+        self.q_net.train()
+        loss_sum = torch.zeros((), device=self.device)
+        q_sum = torch.zeros((), device=self.device)
+        for i in range(n_updates):
+            obs, next_obs = batch.obs[i], batch.next_obs[i]
+            with torch.no_grad():
+                next_q_online = self.q_train(next_obs) if a.double else None
+                target = td_target(batch.rewards[i], batch.terminated[i], self.target_eval(next_obs), a.gamma, next_q_online)
+            q = self.q_train(obs).gather(1, batch.actions[i].unsqueeze(1)).squeeze(1)
+            loss = F.huber_loss(q, target, delta=a.huber_delta)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            torch.nn.utils.clip_grad_norm_(self.grad_params, a.max_grad_norm, foreach=True)
+            self.optimizer.step()
+            loss_sum += loss.detach()
+            q_sum += q.detach().mean()
+        self.q_net.eval()
+        self.updates += n_updates
+        return loss_sum, q_sum, n_updates
+
+    @torch.no_grad()
+    def _sync_target(self) -> None:
+        tau = self.cfg.algo.tau
+        online = self.q_net.state_dict()
+        for name, t in self.target_net.state_dict().items():
+            o = online[name]
+            if tau >= 1.0 or not t.is_floating_point():
+                t.copy_(o)
+            else:
+                t.lerp_(o, tau)
+
+    def _end_chunk(self, chunk_start_step: int, loss_sum: torch.Tensor, q_sum: torch.Tensor, n_updates: int) -> None:
+        now = time.perf_counter()
+        elapsed = max(now - self._chunk_start, 1e-9)
+        self._chunk_start = now
+        step = self.global_env_steps
+        sps = (step - chunk_start_step) / elapsed
+        metrics = {
+            "train/epsilon": self.epsilon(step),
+            "perf/env_steps_per_s": sps,
+            "perf/updates_per_s": n_updates / elapsed,
+        }
+        if n_updates:
+            metrics["train/loss"] = float(loss_sum) / n_updates
+            metrics["train/q_mean"] = float(q_sum) / n_updates
+        self.progress = {
+            "env_steps": step,
+            "return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
+            "steps_per_s": sps,
+            "eval": self.last_eval_return,
+        }
+        if self.writer is not None:
+            self._log_episodes()
+            self.writer.log(metrics, step)
+        every = self.cfg.eval.every_env_steps
+        if every and step // every != chunk_start_step // every and step < self.cfg.total_env_steps:
+            self._evaluate()
+            if self.cfg.eval.stop_on_solve and self.trainer.strategy.broadcast(self.solved, src=0):
+                self.trainer.should_stop = True
+        ckpt_every = self.cfg.checkpoint.every_env_steps
+        if ckpt_every and step // ckpt_every != chunk_start_step // ckpt_every:
+            self._save_checkpoint()
+        self.log("env_steps", float(step), logger=False)
+
+    def _log_episodes(self) -> None:
+        by_step: dict[int, list[tuple[float, float]]] = {}
+        for step, ret, length in self._pending_episodes:
+            by_step.setdefault(step, []).append((ret, length))
+        for step, items in by_step.items():
+            rets, lens = zip(*items, strict=True)
+            self.writer.log(
+                {"train/episode_return": float(np.mean(rets)), "train/episode_length": float(np.mean(lens))}, step
+            )
+        self._pending_episodes.clear()
+
+    def _evaluate(self) -> None:
+        step = self.global_env_steps
+        self.last_eval_step = step
+        if self.evaluator is None:
+            return
+        returns = self.evaluator.run(self.q_net, self.device)
+        self.last_eval_return = float(returns.mean())
+        solved_at = self.spec.solved_return
+        self.solved = solved_at is not None and self.last_eval_return >= solved_at
+        if self.writer is not None:
+            self.writer.log({"eval/return_mean": self.last_eval_return, "eval/return_std": float(returns.std())}, step)
+
+    def _check_replicas_in_sync(self) -> None:
+        """DDP's promise, verified: every rank ends with bit-identical weights, or the run fails."""
+        flat = torch.cat([p.detach().flatten() for p in self.q_net.parameters()])
+        gathered = self.all_gather(flat)
+        in_sync = bool((gathered == gathered[0]).all())
+        if self.writer is not None:
+            self.writer.client.set_tag(self.writer.target.run_id, "ddp_replicas_in_sync", str(in_sync).lower())
+        if not in_sync:
+            raise RuntimeError("DDP replicas diverged: ranks hold different weights after training")
+
+    def _save_checkpoint(self) -> None:
+        path = Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        self.trainer.save_checkpoint(path)

@@ -1,0 +1,75 @@
+"""Replay buffer: preallocated tensors on the training device, uint8 kept as uint8."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+
+class Batch(NamedTuple):
+    """Transitions; every field has leading dims [n_batches, batch_size]."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
+class ReplayBuffer:
+    """Ring buffer of transitions. `terminated` is true only for real terminal states, never time-outs."""
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        obs_dtype: np.dtype,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        self.capacity = capacity
+        self.device = torch.device(device)
+        dtype = torch.from_numpy(np.zeros(0, dtype=obs_dtype)).dtype
+        self.obs = torch.empty((capacity, *obs_shape), dtype=dtype, device=self.device)
+        self.next_obs = torch.empty_like(self.obs)
+        self.actions = torch.empty(capacity, dtype=torch.long, device=self.device)
+        self.rewards = torch.empty(capacity, dtype=torch.float32, device=self.device)
+        self.terminated = torch.empty(capacity, dtype=torch.float32, device=self.device)
+        self.pos = 0
+        self.size = 0
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+    ) -> None:
+        """Append a batch of transitions (one per vector env), wrapping around at capacity."""
+        n = obs.shape[0]
+        if self.pos + n <= self.capacity:
+            idx: slice | torch.Tensor = slice(self.pos, self.pos + n)
+        else:
+            idx = torch.arange(self.pos, self.pos + n, device=self.device) % self.capacity
+        self.obs[idx] = obs.to(self.device, non_blocking=True)
+        self.next_obs[idx] = next_obs.to(self.device, non_blocking=True)
+        self.actions[idx] = actions.to(self.device, non_blocking=True)
+        self.rewards[idx] = rewards.to(self.device, non_blocking=True)
+        self.terminated[idx] = terminated.to(self.device, non_blocking=True)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, n_batches: int = 1) -> Batch:
+        """Uniform sample with replacement, all batches in one gather."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        idx = torch.randint(0, self.size, (n_batches, batch_size), device=self.device, generator=self.generator)
+        return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx])

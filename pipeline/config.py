@@ -1,0 +1,243 @@
+"""Structured schema of the config groups, registered in Hydra's ConfigStore.
+
+Hydra merges every group's YAML into these dataclasses, so an unknown key or a wrong type is refused
+while composing. Ranges and cross-group combinations are checked by `validate`, which raises
+`ConfigError` with a message that names the key and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from pipeline.errors import ConfigError
+
+IMAGE_BACKBONES_OWN = ("nature_cnn",)
+VECTOR_BACKBONES = ("mlp",)
+
+
+@dataclass
+class EnvConfig:
+    name: str = MISSING
+    id: str = MISSING
+    obs_mode: str = "auto"
+    num_envs: int = 1
+    frame_size: int = 84
+    frame_stack: int = 4
+    max_episode_steps: int | None = None
+    solved_return: float | None = None
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    features_dim: int = 512
+    pretrained: bool = False
+    weights: str | None = None
+    freeze: str = "none"
+
+    @property
+    def takes_images(self) -> bool:
+        return self.name not in VECTOR_BACKBONES
+
+
+@dataclass
+class AlgoConfig:
+    name: str = MISSING
+    double: bool = False
+    lr: float = 1e-3
+    batch_size: int = 64
+    buffer_size: int = 50_000
+    learning_starts: int = 1_000
+    gamma: float = 0.99
+    train_freq: int = 4
+    gradient_steps: int = 1
+    target_update_interval: int = 100
+    tau: float = 1.0
+    eps_start: float = 1.0
+    eps_end: float = 0.02
+    eps_decay_steps: int = 5_000
+    max_grad_norm: float = 10.0
+    huber_delta: float = 1.0
+    chunk_steps: int = 256
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    threads: int = 1
+    compile: bool = False
+    channels_last: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+    tracking_uri: str = "sqlite:///outputs/mlflow.db"
+    artifact_location: str = "outputs/mlartifacts"
+    experiment: str = "pipeline"
+    run_name: str | None = None
+    log_model: bool = True
+    flush_every_s: float = 5.0
+
+
+@dataclass
+class EvalConfig:
+    every_env_steps: int = 2_000
+    episodes: int = 10
+    stop_on_solve: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    every_env_steps: int = 10_000
+
+
+@dataclass
+class PathsConfig:
+    outputs: str = "outputs"
+
+
+@dataclass
+class Config:
+    env: EnvConfig = MISSING
+    backbone: BackboneConfig = MISSING
+    algo: AlgoConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = MISSING
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+    total_env_steps: int = 50_000
+    progress: bool = True
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+OBS_MODES = ("auto", "state", "pixels")
+FREEZE = ("none", "all")
+STRATEGIES = ("auto", "ddp_spawn", "ddp")
+PRECISIONS = ("32-true", "bf16-mixed")
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+LOGGERS = ("mlflow", "none")
+
+
+def _check(ok: bool, key: str, value: Any, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value}: {fix}")
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """Resolve and validate a composed config; raises ConfigError on the first problem."""
+    conf = OmegaConf.to_object(cfg)
+    assert isinstance(conf, Config)
+    resolve_obs_mode(conf)
+    validate(conf)
+    return conf
+
+
+def resolve_obs_mode(cfg: Config) -> None:
+    """`obs_mode=auto` follows the backbone: image backbones see rendered frames, the MLP sees state."""
+    if cfg.env.obs_mode == "auto":
+        cfg.env.obs_mode = "pixels" if cfg.backbone.takes_images else "state"
+
+
+def validate(cfg: Config) -> None:
+    """Ranges and combinations the types alone cannot express. Messages name the key and the fix."""
+    e, b, a, h, lg = cfg.env, cfg.backbone, cfg.algo, cfg.hardware, cfg.logger
+    _check(cfg.total_env_steps > 0, "total_env_steps", cfg.total_env_steps, "must be > 0")
+    _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    _check(e.obs_mode in OBS_MODES, "env.obs_mode", e.obs_mode, f"use one of {', '.join(OBS_MODES)}")
+    _check(e.num_envs >= 1, "env.num_envs", e.num_envs, "must be >= 1")
+    _check(e.frame_size >= 16, "env.frame_size", e.frame_size, "must be >= 16 pixels")
+    _check(e.frame_stack >= 1, "env.frame_stack", e.frame_stack, "must be >= 1")
+    _check(b.freeze in FREEZE, "backbone.freeze", b.freeze, f"use one of {', '.join(FREEZE)}")
+    _check(all(s > 0 for s in b.hidden_sizes), "backbone.hidden_sizes", b.hidden_sizes, "sizes must be > 0")
+    _check(b.features_dim > 0, "backbone.features_dim", b.features_dim, "must be > 0")
+    _check(
+        not (b.pretrained and b.weights),
+        "backbone.weights",
+        b.weights,
+        "give either backbone.pretrained=true (hub) or backbone.weights=<file>, not both",
+    )
+    _check(
+        not (b.freeze == "all" and not (b.pretrained or b.weights)),
+        "backbone.freeze",
+        b.freeze,
+        "freezing a randomly initialised backbone trains nothing useful; "
+        "set backbone.weights=<file> or backbone.pretrained=true, or backbone.freeze=none",
+    )
+    if b.takes_images and e.obs_mode == "state":
+        raise ConfigError(
+            f"env.obs_mode=state: backbone={b.name} takes images; set env.obs_mode=pixels (or auto), "
+            "or use backbone=mlp for state vectors"
+        )
+    if not b.takes_images and e.obs_mode == "pixels":
+        raise ConfigError(
+            f"env.obs_mode=pixels: backbone={b.name} takes vectors; use backbone=nature_cnn or "
+            "backbone=resnet18 for images, or env.obs_mode=state"
+        )
+    _check(a.lr > 0, "algo.lr", a.lr, "learning rate must be > 0, e.g. algo.lr=1e-3")
+    _check(a.batch_size >= 1, "algo.batch_size", a.batch_size, "must be >= 1")
+    _check(a.buffer_size >= 1, "algo.buffer_size", a.buffer_size, "must be >= 1")
+    _check(
+        a.batch_size <= a.buffer_size,
+        "algo.batch_size",
+        a.batch_size,
+        f"larger than algo.buffer_size={a.buffer_size}; lower the batch or raise the buffer",
+    )
+    _check(
+        a.learning_starts >= a.batch_size,
+        "algo.learning_starts",
+        a.learning_starts,
+        f"must be >= algo.batch_size={a.batch_size} so the first batch can be sampled",
+    )
+    _check(
+        a.learning_starts < cfg.total_env_steps,
+        "algo.learning_starts",
+        a.learning_starts,
+        f"never reached within total_env_steps={cfg.total_env_steps}; lower it or raise the budget",
+    )
+    _check(0.0 < a.gamma <= 1.0, "algo.gamma", a.gamma, "must be in (0, 1]")
+    _check(a.train_freq >= 1, "algo.train_freq", a.train_freq, "must be >= 1 env step")
+    _check(a.gradient_steps >= 1, "algo.gradient_steps", a.gradient_steps, "must be >= 1")
+    _check(a.target_update_interval >= 1, "algo.target_update_interval", a.target_update_interval, "must be >= 1")
+    _check(0.0 < a.tau <= 1.0, "algo.tau", a.tau, "must be in (0, 1]; 1.0 is a hard copy")
+    for key, val in (("algo.eps_start", a.eps_start), ("algo.eps_end", a.eps_end)):
+        _check(0.0 <= val <= 1.0, key, val, "must be in [0, 1]")
+    _check(a.eps_decay_steps >= 1, "algo.eps_decay_steps", a.eps_decay_steps, "must be >= 1")
+    _check(a.max_grad_norm > 0, "algo.max_grad_norm", a.max_grad_norm, "must be > 0")
+    _check(a.huber_delta > 0, "algo.huber_delta", a.huber_delta, "must be > 0")
+    _check(a.chunk_steps >= 1, "algo.chunk_steps", a.chunk_steps, "must be >= 1")
+    _check(h.accelerator in ACCELERATORS, "hardware.accelerator", h.accelerator, f"use one of {ACCELERATORS}")
+    _check(h.devices >= 1, "hardware.devices", h.devices, "must be >= 1")
+    _check(h.strategy in STRATEGIES, "hardware.strategy", h.strategy, f"use one of {', '.join(STRATEGIES)}")
+    _check(h.precision in PRECISIONS, "hardware.precision", h.precision, f"use one of {', '.join(PRECISIONS)}")
+    _check(h.threads >= 0, "hardware.threads", h.threads, "must be >= 0 (0 = torch's default)")
+    _check(
+        not (h.devices > 1 and h.strategy == "auto"),
+        "hardware.strategy",
+        h.strategy,
+        "several devices need a DDP strategy; use hardware=ddp_cpu or hardware=ddp",
+    )
+    _check(lg.name in LOGGERS, "logger.name", lg.name, f"use logger=mlflow or logger=none")
+    _check(lg.flush_every_s >= 0, "logger.flush_every_s", lg.flush_every_s, "must be >= 0")
+    _check(cfg.eval.episodes >= 1, "eval.episodes", cfg.eval.episodes, "must be >= 1")
+    _check(cfg.eval.every_env_steps >= 0, "eval.every_env_steps", cfg.eval.every_env_steps, "must be >= 0 (0 = off)")
+    _check(
+        cfg.checkpoint.every_env_steps >= 0,
+        "checkpoint.every_env_steps",
+        cfg.checkpoint.every_env_steps,
+        "must be >= 0 (0 = only the last)",
+    )

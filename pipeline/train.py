@@ -1,0 +1,210 @@
+"""Build everything from the config, fit, evaluate, log the policy. One MLflow run per call."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.algos.dqn import DQN, EVAL_SEED_OFFSET
+from pipeline.config import Config, to_config
+from pipeline.envs import probe_env
+from pipeline.errors import one_line
+from pipeline.evaluate import Evaluator
+from pipeline.progress import EnvStepProgress
+from pipeline.tracking import RunTarget, Tracker, flatten, git_commit, plot_learning_curve
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class RunResult:
+    run_id: str | None
+    env_steps: int
+    eval_return_mean: float
+    eval_return_std: float
+    solved: bool
+    train_s: float  # trainer.fit alone: env interaction, updates, periodic evaluation
+    wall_s: float  # from the call to the end of the final evaluation
+    model_uri: str | None
+    run_dir: Path
+
+
+def _strategy(cfg: Config) -> object:
+    h = cfg.hardware
+    if h.strategy in ("ddp", "ddp_spawn"):
+        from pytorch_lightning.strategies import DDPStrategy
+
+        backend = "gloo" if h.accelerator == "cpu" else None
+        start = "spawn" if h.strategy == "ddp_spawn" else "popen"
+        return DDPStrategy(start_method=start, process_group_backend=backend)
+    return "auto"
+
+
+def _hydra_tags() -> dict[str, str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    tags = {"hydra.overrides": " ".join(hc.overrides.task) or "(none)"}
+    if hc.job.get("num") is not None:
+        tags["hydra.job_num"] = str(hc.job.num)
+    return tags
+
+
+def default_run_dir(cfg: Config) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.outputs) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
+
+
+def _log_policy(tracker: Tracker, policy: torch.nn.Module, example: np.ndarray) -> str:
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        q_values = policy(torch.as_tensor(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        policy,
+        name="policy",
+        signature=infer_signature(example, q_values),
+        input_example=example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        # torch.export's pt2: loads without unpickling code and without this package installed.
+        serialization_format="pt2",
+    )
+    tracker.set_tags({"policy_uri": info.model_uri})
+    return info.model_uri
+
+
+def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
+    """Validate, build (all before MLflow sees anything), then one tracked run that always ends."""
+    t_start = time.perf_counter()
+    cfg = to_config(raw_cfg)
+    if cfg.hardware.threads > 0:
+        torch.set_num_threads(cfg.hardware.threads)
+    spec = probe_env(cfg.env)
+    pl.seed_everything(cfg.seed, verbose=False)
+    module = DQN(cfg, spec)
+    run_dir = Path(run_dir or default_run_dir(cfg))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_name = cfg.logger.run_name or f"{cfg.algo.name}-{cfg.backbone.name}-{cfg.env.name}-s{cfg.seed}"
+
+    tracker: Tracker | None = None
+    target: RunTarget | None = None
+    if cfg.logger.name == "mlflow":
+        tracker = Tracker(cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location)
+        params = flatten(dataclasses.asdict(cfg))
+        tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), **_hydra_tags()}
+        target = tracker.start(run_name, params, tags)
+        module.run_target = target
+    try:
+        result = _fit_and_log(cfg, module, spec, tracker, target, run_dir, run_name, t_start)
+    except (KeyboardInterrupt, SystemExit) as ex:
+        if tracker is not None:
+            tracker.end("KILLED", error=f"interrupted: {one_line(ex) or type(ex).__name__}")
+        raise
+    except BaseException as ex:
+        if tracker is not None:
+            tracker.end("FAILED", error=one_line(ex))
+        raise
+    if tracker is not None:
+        tracker.end("FINISHED")
+    return result
+
+
+def _fit_and_log(
+    cfg: Config,
+    module: DQN,
+    spec: object,
+    tracker: Tracker | None,
+    target: RunTarget | None,
+    run_dir: Path,
+    run_name: str,
+    t_start: float,
+) -> RunResult:
+    h = cfg.hardware
+    callbacks = [EnvStepProgress(cfg.total_env_steps, run_name)] if cfg.progress else []
+    trainer = pl.Trainer(
+        accelerator=h.accelerator,
+        devices=h.devices,
+        strategy=_strategy(cfg),
+        precision=h.precision,
+        max_epochs=1,
+        limit_train_batches=module.chunks_needed(h.devices),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        default_root_dir=str(run_dir),
+        callbacks=callbacks,
+    )
+    t_fit = time.perf_counter()
+    trainer.fit(module)
+    train_s = time.perf_counter() - t_fit
+    env_steps = int(trainer.callback_metrics.get("env_steps", torch.tensor(0.0)).item())
+
+    policy = module.q_net.to("cpu").eval()
+    evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed + EVAL_SEED_OFFSET)
+    try:
+        returns = evaluator.run(policy, torch.device("cpu"))
+    finally:
+        evaluator.close()
+    solved_at = module.spec.solved_return
+    solved = solved_at is not None and float(returns.mean()) >= solved_at
+    wall_s = time.perf_counter() - t_start
+
+    model_uri = None
+    if tracker is not None and target is not None:
+        tracker.mlflow.log_metrics(
+            {
+                "eval/final_return_mean": float(returns.mean()),
+                "eval/final_return_std": float(returns.std()),
+                "perf/wall_s": wall_s,
+                "train/env_steps": env_steps,
+            },
+            step=env_steps,
+        )
+        tracker.set_tags({"solved": str(solved).lower()})
+        config_path = run_dir / "config.yaml"
+        config_path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        tracker.log_artifact(config_path)
+        tracker.log_artifact(plot_learning_curve(target, run_dir / "learning_curve.png", run_name))
+        if cfg.logger.log_model:
+            example = np.stack([evaluator_obs_example(cfg)] * 2)
+            model_uri = _log_policy(tracker, policy, example)
+    return RunResult(
+        run_id=target.run_id if target else None,
+        env_steps=env_steps,
+        eval_return_mean=float(returns.mean()),
+        eval_return_std=float(returns.std()),
+        solved=solved,
+        train_s=train_s,
+        wall_s=wall_s,
+        model_uri=model_uri,
+        run_dir=run_dir,
+    )
+
+
+def evaluator_obs_example(cfg: Config) -> np.ndarray:
+    """One real observation from a fresh env: the input example logged with the policy."""
+    from pipeline.envs import make_vector_env
+
+    env = make_vector_env(cfg.env, 1)
+    try:
+        obs, _ = env.reset(seed=cfg.seed)
+    finally:
+        env.close()
+    return obs[0]

@@ -1,0 +1,58 @@
+"""Shared helpers: compose the real config with small overrides; run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from pipeline.config import register_configs
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+
+register_configs()
+
+# Small budgets that still exercise every stage of a run (collect, learn, sync, evaluate, log).
+TINY = [
+    "total_env_steps=512",
+    "algo.learning_starts=128",
+    "algo.batch_size=16",
+    "algo.chunk_steps=128",
+    "eval.every_env_steps=256",
+    "eval.episodes=2",
+    "checkpoint.every_env_steps=256",
+    "progress=false",
+]
+
+
+def compose_cfg(overrides: list[str], outputs: Path) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[*overrides, f"paths.outputs={outputs}"])
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> Path:
+    out = tmp_path / "outputs"
+    out.mkdir()
+    return out
+
+
+def run_cli(args: list[str], outputs: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline ARGS` with every output under `outputs`, offline, one thread."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args, f"paths.outputs={outputs}"],
+        cwd=outputs.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
