@@ -258,9 +258,10 @@ def _report(results: list[dict], seeds: int, command: str) -> str:
         rows = by[k]
         if not rows:
             continue
+        evals = ", ".join(format(r["eval"], ".0f") for r in rows)
         lines.append(
             f"| {k} | {_med(sps[k]):.0f} ({min(sps[k]):.0f}–{max(sps[k]):.0f}) | "
-            f"{_med([r['train_s'] for r in rows]):.1f} | {', '.join(f'{r['eval']:.0f}' for r in rows)} |"
+            f"{_med([r['train_s'] for r in rows]):.1f} | {evals} |"
         )
     sb3, ours, bare = _med(sps["sb3_zoo"]), _med(sps["ours_zoo"]), _med(sps["bare_zoo"])
     default = by["ours_default"]

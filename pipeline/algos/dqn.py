@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,19 @@ def td_target(
     return rewards + gamma * (1.0 - terminated) * next_v
 
 
+@dataclass
+class LoopState:
+    """Counters and the live rollout. A plain object: nn.Module.__setattr__ costs ~4 µs per assignment,
+    and the loop assigns several of these every env step."""
+
+    vec_steps: int = 0  # local vector-env steps on this rank
+    updates: int = 0
+    episodes: int = 0
+    obs: np.ndarray | None = None
+    ep_return: np.ndarray | None = None
+    ep_length: np.ndarray | None = None
+
+
 class _Ticks(IterableDataset):
     """Lightning wants a dataloader; the data come from the env, so each item is just a tick."""
 
@@ -75,9 +90,7 @@ class DQN(pl.LightningModule):
         # A submodule (moved and checkpointed with the rest) whose parameters need no grad, so DDP's
         # reducer ignores them; `train()` below keeps it in eval mode.
         self.target_net: QNetwork = copy.deepcopy(self.q_net).requires_grad_(False).eval()
-        self.vec_steps = 0  # local vector-env steps on this rank
-        self.updates = 0
-        self.episodes = 0
+        self.loop = LoopState()
         self.last_eval_step = -1
         self.last_eval_return = float("nan")
         self.solved = False
@@ -90,7 +103,7 @@ class DQN(pl.LightningModule):
 
     @property
     def global_env_steps(self) -> int:
-        return self.vec_steps * self.steps_per_vec_step
+        return self.loop.vec_steps * self.steps_per_vec_step
 
     def epsilon(self, step: int) -> float:
         a = self.cfg.algo
@@ -116,15 +129,23 @@ class DQN(pl.LightningModule):
         cfg, rank = self.cfg, self.global_rank
         if cfg.hardware.threads > 0:
             torch.set_num_threads(cfg.hardware.threads)
+        if self.device.type == "cpu":
+            # Lightning asks torch for NVML-based CUDA checks (fork safety); Adam.step then probes NVML on
+            # every call, 33 µs each on a CUDA build without a GPU (measured). Ranks here are spawned, not
+            # forked, and train on the CPU, so the default check is safe.
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+        # One process: plain autograd. DDP: Lightning's manual_backward, which arms DDP's gradient
+        # all-reduce. Its hooks cost ~0.1 ms per call (measured), a tax on small networks.
+        self._backward = self.manual_backward if self.trainer.world_size > 1 else torch.Tensor.backward
         n = cfg.env.num_envs
         self.env = make_vector_env(cfg.env, n)
-        self.obs, _ = self.env.reset(seed=[cfg.seed + rank * n + i for i in range(n)])
+        self.loop.obs, _ = self.env.reset(seed=[cfg.seed + rank * n + i for i in range(n)])
         self.rng = np.random.default_rng(cfg.seed + 7919 * (rank + 1))
         self.buffer = ReplayBuffer(
             cfg.algo.buffer_size, self.spec.obs_shape, self.spec.obs_dtype, self.device, seed=cfg.seed + rank
         )
-        self.ep_return = np.zeros(n)
-        self.ep_length = np.zeros(n, dtype=np.int64)
+        self.loop.ep_return = np.zeros(n)
+        self.loop.ep_length = np.zeros(n, dtype=np.int64)
         self.recent_returns: deque[float] = deque(maxlen=20)
         self._pending_episodes: list[tuple[int, float, float]] = []
         self.optimizer = self.optimizers(use_pl_optimizer=False)
@@ -159,15 +180,17 @@ class DQN(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["counters"] = {
-            "vec_steps": self.vec_steps,
+            "vec_steps": self.loop.vec_steps,
             "global_env_steps": self.global_env_steps,
-            "updates": self.updates,
-            "episodes": self.episodes,
+            "updates": self.loop.updates,
+            "episodes": self.loop.episodes,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         counters = checkpoint["counters"]
-        self.vec_steps, self.updates, self.episodes = counters["vec_steps"], counters["updates"], counters["episodes"]
+        self.loop.vec_steps = counters["vec_steps"]
+        self.loop.updates = counters["updates"]
+        self.loop.episodes = counters["episodes"]
 
     # ----------------------------------------------------------------- the chunk
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -203,7 +226,8 @@ class DQN(pl.LightningModule):
         return actions
 
     def _collect(self, eps: float) -> None:
-        actions = self._act(self.obs, eps)
+        loop = self.loop
+        actions = self._act(loop.obs, eps)
         next_obs, rewards, terminated, truncated, info = self.env.step(actions)
         done = terminated | truncated
         stored_next = next_obs
@@ -212,24 +236,24 @@ class DQN(pl.LightningModule):
             for i in np.flatnonzero(done):
                 stored_next[i] = info["final_obs"][i]
         self.buffer.add(
-            torch.from_numpy(self.obs),
+            torch.from_numpy(loop.obs),
             torch.from_numpy(actions),
             torch.from_numpy(np.asarray(rewards, dtype=np.float32)),
             torch.from_numpy(stored_next),
             torch.from_numpy(terminated.astype(np.float32)),
         )
-        self.obs = next_obs
-        self.vec_steps += 1
-        self.ep_return += rewards
-        self.ep_length += 1
+        loop.obs = next_obs
+        loop.vec_steps += 1
+        loop.ep_return += rewards
+        loop.ep_length += 1
         if done.any():
             step = self.global_env_steps
             for i in np.flatnonzero(done):
-                self._pending_episodes.append((step, float(self.ep_return[i]), float(self.ep_length[i])))
-                self.recent_returns.append(float(self.ep_return[i]))
-                self.episodes += 1
-            self.ep_return[done] = 0.0
-            self.ep_length[done] = 0
+                self._pending_episodes.append((step, float(loop.ep_return[i]), float(loop.ep_length[i])))
+                self.recent_returns.append(float(loop.ep_return[i]))
+                loop.episodes += 1
+            loop.ep_return[done] = 0.0
+            loop.ep_length[done] = 0
 
     def _learn(self, n_updates: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """`n_updates` gradient steps on batches drawn in one gather (the buffer is fixed meanwhile)."""
@@ -246,13 +270,13 @@ class DQN(pl.LightningModule):
             q = self.q_train(obs).gather(1, batch.actions[i].unsqueeze(1)).squeeze(1)
             loss = F.huber_loss(q, target, delta=a.huber_delta)
             self.optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            self._backward(loss)
             torch.nn.utils.clip_grad_norm_(self.grad_params, a.max_grad_norm, foreach=True)
             self.optimizer.step()
             loss_sum += loss.detach()
             q_sum += q.detach().mean()
         self.q_net.eval()
-        self.updates += n_updates
+        self.loop.updates += n_updates
         return loss_sum, q_sum, n_updates
 
     @torch.no_grad()
