@@ -105,7 +105,8 @@ def _ours(seed: int, overrides: list[str]) -> dict:
     tmp = tempfile.mkdtemp()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
-            "config", overrides=[*overrides, f"seed={seed}", "logger=none", "progress=false", f"paths.outputs={tmp}"]
+            "config",
+            overrides=[*overrides, f"seed={seed}", "logger=none", "progress=false", f"paths.outputs={tmp}"],
         )
     result = train(cfg)
     return {
@@ -212,7 +213,12 @@ def run_bare(seed: int) -> dict:
     return {"train_s": train_s, "env_steps": ZOO["total"], "eval": float(returns.mean())}
 
 
-RUNNERS = {"sb3_zoo": run_sb3, "ours_zoo": run_ours_zoo, "bare_zoo": run_bare, "ours_default": run_ours_default}
+RUNNERS = {
+    "sb3_zoo": run_sb3,
+    "ours_zoo": run_ours_zoo,
+    "bare_zoo": run_bare,
+    "ours_default": run_ours_default,
+}
 
 
 def _measure(kind: str, seed: int) -> dict:
@@ -266,6 +272,7 @@ def _report(results: list[dict], seeds: int, command: str) -> str:
     sb3, ours, bare = _med(sps["sb3_zoo"]), _med(sps["ours_zoo"]), _med(sps["bare_zoo"])
     default = by["ours_default"]
     solved = [r for r in default if r.get("solved")]
+    sb3_solved = sum(r["eval"] >= 475 for r in by["sb3_zoo"])
     sb3_wall = _med([r["train_s"] for r in by["sb3_zoo"]])
     ours_solve = _med([r["train_s"] for r in default])
     lines += [
@@ -275,7 +282,7 @@ def _report(results: list[dict], seeds: int, command: str) -> str:
         f"| throughput, ours / SB3 (same hyperparameters) | {ours / sb3:.2f}× | ≥ 1.5× |",
         f"| framework tax, ours vs bare loop (1 - ours/bare) | {100 * (1 - ours / bare):.1f} % | ≤ 10 % |",
         f"| seeds solved by our default config (eval ≥ 475) | {len(solved)}/{len(default)} | all |",
-        f"| SB3-Zoo seeds with final eval ≥ 475 | {sum(r['eval'] >= 475 for r in by['sb3_zoo'])}/{len(by['sb3_zoo'])} | |",
+        f"| SB3-Zoo seeds with final eval ≥ 475 | {sb3_solved}/{len(by['sb3_zoo'])} | |",
         f"| time to solve, ours default (median train s) / SB3-Zoo wall (median) | "
         f"{ours_solve:.1f} s / {sb3_wall:.1f} s = {ours_solve / sb3_wall:.2f} | ≤ 0.33 |",
         "",
@@ -293,7 +300,11 @@ def _report(results: list[dict], seeds: int, command: str) -> str:
 
 
 def _write_section(text: str, path: Path, marker: str = "## CartPole-v1 DQN") -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n\nNumbers measured by `make bench`; each section says how.\n\n"
+    old = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmarks\n\nNumbers measured by `make bench`; each section says how.\n\n"
+    )
     if marker in old:
         head, _, rest = old.partition(marker)
         tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
@@ -320,8 +331,11 @@ def main() -> None:
         order = kinds if seed % 2 == 0 else kinds[::-1]
         for kind in order:
             r = _measure(kind, seed)
-            print(f"{kind:13s} seed {seed}: {r['steps_per_s']:6.0f} env-steps/s, train {r['train_s']:5.1f} s, "
-                  f"eval {r['eval']:6.1f}", flush=True)
+            print(
+                f"{kind:13s} seed {seed}: {r['steps_per_s']:6.0f} env-steps/s, train {r['train_s']:5.1f} s, "
+                f"eval {r['eval']:6.1f}",
+                flush=True,
+            )
             results.append(r)
     command = "make bench" if args.seeds == 5 and kinds == list(KINDS) else " ".join(["python", *sys.argv])
     report = _report(results, args.seeds, command)

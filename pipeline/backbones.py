@@ -37,9 +37,9 @@ class ObsPreprocess(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, in_dim: int, hidden_sizes: list[int]):
+    def __init__(self, in_dim: int, hidden_sizes: list[int], flatten: bool = False):
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
+        layers: list[nn.Module] = [nn.Flatten()] if flatten else []
         for size in hidden_sizes:
             layers += [nn.Linear(in_dim, size), nn.ReLU()]
             in_dim = size
@@ -99,7 +99,7 @@ def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
 def _load_local_weights(module: nn.Module, path: str) -> None:
     try:
         module.load_state_dict(_load_state_dict(path), strict=True)
-    except Exception as ex:  # noqa: BLE001 - any failure here is the user's file
+    except Exception as ex:
         raise ConfigError(f"backbone.weights={path}: cannot load into this backbone ({one_line(ex)})") from None
 
 
@@ -117,7 +117,7 @@ def _build_timm(cfg: BackboneConfig, spec: EnvSpec) -> tuple[nn.Module, list[flo
     pretrained = bool(cfg.pretrained or cfg.weights)
     try:
         model = timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
-    except Exception as ex:  # noqa: BLE001 - hub and file failures surface as many types
+    except Exception as ex:
         if cfg.weights:
             raise ConfigError(f"backbone.weights={cfg.weights}: cannot load ({one_line(ex)})") from None
         raise ConfigError(
@@ -141,7 +141,7 @@ def build_backbone(cfg: BackboneConfig, spec: EnvSpec) -> tuple[ObsPreprocess, n
         n_in = 1
         for dim in spec.obs_shape:
             n_in *= dim
-        backbone: nn.Module = MLP(n_in, list(cfg.hidden_sizes))
+        backbone: nn.Module = MLP(n_in, list(cfg.hidden_sizes), flatten=len(spec.obs_shape) > 1)
         preprocess = ObsPreprocess(is_image=False)
     elif cfg.name == "nature_cnn":
         backbone = NatureCNN(spec.obs_shape, cfg.features_dim)

@@ -231,10 +231,15 @@ def validate(cfg: Config) -> None:
         h.strategy,
         "several devices need a DDP strategy; use hardware=ddp_cpu or hardware=ddp",
     )
-    _check(lg.name in LOGGERS, "logger.name", lg.name, f"use logger=mlflow or logger=none")
+    _check(lg.name in LOGGERS, "logger.name", lg.name, "use logger=mlflow or logger=none")
     _check(lg.flush_every_s >= 0, "logger.flush_every_s", lg.flush_every_s, "must be >= 0")
     _check(cfg.eval.episodes >= 1, "eval.episodes", cfg.eval.episodes, "must be >= 1")
-    _check(cfg.eval.every_env_steps >= 0, "eval.every_env_steps", cfg.eval.every_env_steps, "must be >= 0 (0 = off)")
+    _check(
+        cfg.eval.every_env_steps >= 0,
+        "eval.every_env_steps",
+        cfg.eval.every_env_steps,
+        "must be >= 0 (0 = off)",
+    )
     _check(
         cfg.checkpoint.every_env_steps >= 0,
         "checkpoint.every_env_steps",

@@ -27,15 +27,17 @@ class EnvStepProgress(pl.Callback):
                 file=sys.stderr,
                 mininterval=0.5,
                 leave=True,
+                disable=not sys.stderr.isatty(),  # no live bar in logs, CI or joblib workers
             )
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: object) -> None:
         if self.bar is None:
             return
         progress = getattr(pl_module, "progress", {})
-        self.bar.n = min(int(progress.get("env_steps", 0)), self.total)
         ret, ev = progress.get("return", math.nan), progress.get("eval", math.nan)
-        self.bar.set_postfix_str(f"return {ret:.1f} | eval {ev:.1f} | {progress.get('steps_per_s', 0):.0f} steps/s")
+        sps = progress.get("steps_per_s", 0)
+        self.bar.set_postfix_str(f"return {ret:.1f} | eval {ev:.1f} | {sps:.0f} steps/s", refresh=False)
+        self.bar.update(min(int(progress.get("env_steps", 0)), self.total) - self.bar.n)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.bar is not None:

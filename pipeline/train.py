@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline._quiet import silence_known_noise
 from pipeline.algos.dqn import DQN, EVAL_SEED_OFFSET
 from pipeline.config import Config, to_config
 from pipeline.envs import probe_env
@@ -23,6 +24,7 @@ from pipeline.progress import EnvStepProgress
 from pipeline.tracking import RunTarget, Tracker, flatten, git_commit, plot_learning_curve
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunResult:
@@ -90,6 +92,7 @@ def _log_policy(tracker: Tracker, policy: torch.nn.Module, example: np.ndarray) 
 def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
     """Validate, build (all before MLflow sees anything), then one tracked run that always ends."""
     t_start = time.perf_counter()
+    silence_known_noise()  # again: Hydra's job logging set-up runs after our import
     cfg = to_config(raw_cfg)
     if cfg.hardware.threads > 0:
         torch.set_num_threads(cfg.hardware.threads)

@@ -41,7 +41,13 @@ def test_run_is_logged_and_policy_loads_and_acts(outputs: Path) -> None:
     epsilon = client.get_metric_history(run.info.run_id, "train/epsilon")
     steps = [m.step for m in epsilon]
     assert steps == [128, 256, 384, 512]  # one point per chunk, on the env-step axis
-    for key in ("train/loss", "train/q_mean", "train/episode_return", "eval/return_mean", "perf/env_steps_per_s"):
+    for key in (
+        "train/loss",
+        "train/q_mean",
+        "train/episode_return",
+        "eval/return_mean",
+        "perf/env_steps_per_s",
+    ):
         assert client.get_metric_history(run.info.run_id, key), key
     eval_steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval/return_mean")]
     assert eval_steps == sorted(set(eval_steps)) and eval_steps[-1] == 512
@@ -52,14 +58,15 @@ def test_run_is_logged_and_policy_loads_and_acts(outputs: Path) -> None:
     policy = mlflow.pytorch.load_model(result.model_uri)
     env = gym.make("CartPole-v1")
     obs, _ = env.reset(seed=123)
-    steps = 0
-    for steps in range(1, 501):  # the loaded policy drives a real episode
+    episode_length = 0
+    for _ in range(500):  # the loaded policy drives a real episode
         q_values = policy(torch.as_tensor(obs[None]))
         assert q_values.shape == (1, 2)
         obs, _, terminated, truncated, _ = env.step(int(q_values.argmax(dim=1)))
+        episode_length += 1
         if terminated or truncated:
             break
-    assert steps >= 5
+    assert episode_length >= 5
     batch = policy(torch.as_tensor(np.zeros((7, 4), dtype=np.float32)))  # any batch size
     assert batch.shape == (7, 2)
 

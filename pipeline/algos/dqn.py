@@ -30,6 +30,7 @@ from pipeline.config import Config
 from pipeline.envs import EnvSpec, make_vector_env
 from pipeline.evaluate import Evaluator
 from pipeline.networks import QNetwork, build_q_network
+from pipeline.optim import clip_grad_norm
 from pipeline.tracking import MetricWriter, RunTarget
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -62,6 +63,7 @@ class LoopState:
     and the loop assigns several of these every env step."""
 
     vec_steps: int = 0  # local vector-env steps on this rank
+    steps_per_vec: int = 1  # env steps per vector step over all ranks: num_envs * world_size
     updates: int = 0
     episodes: int = 0
     obs: np.ndarray | None = None
@@ -98,12 +100,8 @@ class DQN(pl.LightningModule):
 
     # ----------------------------------------------------------------- counters and schedules
     @property
-    def steps_per_vec_step(self) -> int:
-        return self.cfg.env.num_envs * self.trainer.world_size
-
-    @property
     def global_env_steps(self) -> int:
-        return self.loop.vec_steps * self.steps_per_vec_step
+        return self.loop.vec_steps * self.loop.steps_per_vec
 
     def epsilon(self, step: int) -> float:
         a = self.cfg.algo
@@ -138,6 +136,7 @@ class DQN(pl.LightningModule):
         # all-reduce. Its hooks cost ~0.1 ms per call (measured), a tax on small networks.
         self._backward = self.manual_backward if self.trainer.world_size > 1 else torch.Tensor.backward
         n = cfg.env.num_envs
+        self.loop.steps_per_vec = n * self.trainer.world_size
         self.env = make_vector_env(cfg.env, n)
         self.loop.obs, _ = self.env.reset(seed=[cfg.seed + rank * n + i for i in range(n)])
         self.rng = np.random.default_rng(cfg.seed + 7919 * (rank + 1))
@@ -195,7 +194,7 @@ class DQN(pl.LightningModule):
     # ----------------------------------------------------------------- the chunk
     def training_step(self, batch: Any, batch_idx: int) -> None:
         a = self.cfg.algo
-        per_vec = self.steps_per_vec_step
+        per_vec = self.loop.steps_per_vec
         chunk_start_step = self.global_env_steps
         loss_sum = torch.zeros((), device=self.device)
         q_sum = torch.zeros((), device=self.device)
@@ -235,13 +234,7 @@ class DQN(pl.LightningModule):
             stored_next = next_obs.copy()
             for i in np.flatnonzero(done):
                 stored_next[i] = info["final_obs"][i]
-        self.buffer.add(
-            torch.from_numpy(loop.obs),
-            torch.from_numpy(actions),
-            torch.from_numpy(np.asarray(rewards, dtype=np.float32)),
-            torch.from_numpy(stored_next),
-            torch.from_numpy(terminated.astype(np.float32)),
-        )
+        self.buffer.add(loop.obs, actions, rewards, stored_next, terminated)
         loop.obs = next_obs
         loop.vec_steps += 1
         loop.ep_return += rewards
@@ -266,12 +259,14 @@ class DQN(pl.LightningModule):
             obs, next_obs = batch.obs[i], batch.next_obs[i]
             with torch.no_grad():
                 next_q_online = self.q_train(next_obs) if a.double else None
-                target = td_target(batch.rewards[i], batch.terminated[i], self.target_eval(next_obs), a.gamma, next_q_online)
+                target = td_target(
+                    batch.rewards[i], batch.terminated[i], self.target_eval(next_obs), a.gamma, next_q_online
+                )
             q = self.q_train(obs).gather(1, batch.actions[i].unsqueeze(1)).squeeze(1)
             loss = F.huber_loss(q, target, delta=a.huber_delta)
             self.optimizer.zero_grad(set_to_none=True)
             self._backward(loss)
-            torch.nn.utils.clip_grad_norm_(self.grad_params, a.max_grad_norm, foreach=True)
+            clip_grad_norm(self.grad_params, a.max_grad_norm)
             self.optimizer.step()
             loss_sum += loss.detach()
             q_sum += q.detach().mean()
@@ -330,7 +325,8 @@ class DQN(pl.LightningModule):
         for step, items in by_step.items():
             rets, lens = zip(*items, strict=True)
             self.writer.log(
-                {"train/episode_return": float(np.mean(rets)), "train/episode_length": float(np.mean(lens))}, step
+                {"train/episode_return": float(np.mean(rets)), "train/episode_length": float(np.mean(lens))},
+                step,
             )
         self._pending_episodes.clear()
 
