@@ -16,12 +16,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import register_configs
-from pipeline.errors import ConfigError, one_line
+from pipeline.config import register_configs, to_config
+from pipeline.errors import ConfigError, RunFailure, one_line
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 register_configs()
+_job_started = False  # distinguishes Hydra failing to create the run dir from errors inside the job
 
 
 def _remove_refused_run_dir(outputs_root: str) -> None:
@@ -43,10 +44,18 @@ def _remove_refused_run_dir(outputs_root: str) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def job(cfg: DictConfig) -> float:
-    from pipeline.train import train
-
+    global _job_started
+    _job_started = True
     try:
+        to_config(cfg)  # fast refusal of a bad config, before torch, Lightning and MLflow are imported
+        from pipeline.train import train
+
         result = train(cfg)
+    except RunFailure as ex:
+        if os.environ.get("PIPELINE_TRACEBACK") == "1":
+            raise
+        print(f"error: {ex}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     except ConfigError as ex:
         _remove_refused_run_dir(cfg.paths.outputs)
         if os.environ.get("PIPELINE_TRACEBACK") == "1":
@@ -76,6 +85,16 @@ def main() -> None:
         if user_wants_traceback:
             raise
         print(f"error: {one_line(ex)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except OSError as ex:
+        if user_wants_traceback or _job_started:
+            raise
+        print(
+            f"error: cannot create the run dir ({ex.strerror or ex}: {ex.filename}); "
+            "point paths.outputs at a writable directory",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(2)
 
 

@@ -7,6 +7,8 @@ module, `ObsPreprocess`, so it runs once, on the device, inside the network.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import torch
@@ -103,6 +105,20 @@ def _load_local_weights(module: nn.Module, path: str) -> None:
         raise ConfigError(f"backbone.weights={path}: cannot load into this backbone ({one_line(ex)})") from None
 
 
+def _check_hub(name: str, timeout_s: float = 1.5) -> None:
+    """Fail in seconds, not after timm's retries, when the hub cannot be reached and we are not offline."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return  # timm reads the local cache and fails at once if the weights are not there
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
+    except OSError as ex:
+        raise ConfigError(
+            f"backbone.pretrained=true: the Hugging Face hub is unreachable ({ex.strerror or ex}) for {name}; "
+            "pass a local file with backbone.weights=/path/to/weights.safetensors "
+            "(or set HF_HUB_OFFLINE=1 to use weights already in your cache)"
+        ) from None
+
+
 def _build_timm(cfg: BackboneConfig, spec: EnvSpec) -> tuple[nn.Module, list[float], list[float]]:
     import timm
 
@@ -115,6 +131,8 @@ def _build_timm(cfg: BackboneConfig, spec: EnvSpec) -> tuple[nn.Module, list[flo
     if cfg.weights:
         kwargs["pretrained_cfg_overlay"] = {"file": cfg.weights}
     pretrained = bool(cfg.pretrained or cfg.weights)
+    if cfg.pretrained:
+        _check_hub(cfg.name)
     try:
         model = timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
     except Exception as ex:

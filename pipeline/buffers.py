@@ -81,3 +81,38 @@ class ReplayBuffer:
             raise RuntimeError("cannot sample from an empty replay buffer")
         idx = torch.randint(0, self.size, (n_batches, batch_size), device=self.device, generator=self.generator)
         return Batch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.terminated[idx])
+
+    def nbytes(self) -> int:
+        """Bytes of the filled part: what a checkpoint of this buffer costs."""
+        fields = (self.obs, self.next_obs, self.actions, self.rewards, self.terminated)
+        return sum(f[: self.size].nbytes for f in fields)
+
+    def state_dict(self) -> dict[str, object]:
+        """The filled part only (copied, so torch.save does not write the empty capacity too)."""
+
+        def filled(t: torch.Tensor) -> torch.Tensor:
+            return t.cpu() if self.size == self.capacity else t[: self.size].cpu().clone()
+
+        return {
+            "capacity": self.capacity,
+            "pos": self.pos,
+            "size": self.size,
+            "obs": filled(self.obs),
+            "next_obs": filled(self.next_obs),
+            "actions": filled(self.actions),
+            "rewards": filled(self.rewards),
+            "terminated": filled(self.terminated),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        size = int(state["size"])  # type: ignore[arg-type]
+        if int(state["capacity"]) != self.capacity or state["obs"].shape[1:] != self.obs.shape[1:]:  # type: ignore[union-attr,arg-type]
+            raise ValueError(
+                f"saved buffer (capacity {state['capacity']}, obs {tuple(state['obs'].shape[1:])}) does not fit "  # type: ignore[union-attr]
+                f"this one (capacity {self.capacity}, obs {tuple(self.obs.shape[1:])})"
+            )
+        for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
+            getattr(self, name)[:size] = state[name].to(self.device)  # type: ignore[union-attr]
+        self.pos, self.size = int(state["pos"]), size  # type: ignore[arg-type]
+        self.generator.set_state(state["generator"])  # type: ignore[arg-type]

@@ -76,6 +76,7 @@ class HardwareConfig:
     threads: int = 1
     compile: bool = False
     channels_last: bool = False
+    deterministic: bool = False
 
 
 @dataclass
@@ -99,6 +100,8 @@ class EvalConfig:
 @dataclass
 class CheckpointConfig:
     every_env_steps: int = 10_000
+    buffer: bool = True
+    buffer_max_gb: float = 4.0
 
 
 @dataclass
@@ -119,6 +122,7 @@ class Config:
     seed: int = 0
     total_env_steps: int = 50_000
     progress: bool = True
+    resume: str | None = None
 
 
 def register_configs() -> None:
@@ -240,6 +244,7 @@ def validate(cfg: Config) -> None:
         cfg.eval.every_env_steps,
         "must be >= 0 (0 = off)",
     )
+    _check(cfg.checkpoint.buffer_max_gb >= 0, "checkpoint.buffer_max_gb", cfg.checkpoint.buffer_max_gb, "must be >= 0")
     _check(
         cfg.checkpoint.every_env_steps >= 0,
         "checkpoint.every_env_steps",

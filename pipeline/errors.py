@@ -23,3 +23,10 @@ def one_line(ex: BaseException) -> str:
             parts.append(text)
         current = current.__cause__
     return " | ".join(parts) if parts else type(ex).__name__
+
+
+class RunFailure(RuntimeError):
+    """A run that started and then failed for a known reason (e.g. a non-finite loss).
+
+    Shown as one line with exit code 1; the MLflow run is FAILED with the same message.
+    """

@@ -10,9 +10,11 @@ import logging
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,24 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def check_server(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """An HTTP tracking URI must answer within seconds, before anything is trained or written."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout_s):
+            pass
+    except (urllib.error.URLError, OSError, ValueError) as ex:
+        reason = getattr(ex, "reason", ex)
+        raise ConfigError(
+            f"logger.tracking_uri={tracking_uri}: no MLflow server answers there ({reason}); start one "
+            "(mlflow server --host 127.0.0.1) or drop the override to use the local SQLite store"
+        ) from None
+
+
 def git_commit() -> str:
     try:
         sha = subprocess.run(
@@ -60,10 +80,15 @@ def git_commit() -> str:
 
 @dataclass(frozen=True)
 class RunTarget:
-    """Where metrics go; picklable so a spawned DDP process can write to the parent's run."""
+    """Where metrics go; picklable so a spawned DDP process can write to the parent's run.
+
+    `logged_until` maps a metric key to the last step already in the run (a resumed run replays the
+    steps between its checkpoint and the kill; those points are not written twice).
+    """
 
     tracking_uri: str
     run_id: str
+    logged_until: dict[str, int] = field(default_factory=dict)
 
 
 class MetricWriter:
@@ -84,7 +109,10 @@ class MetricWriter:
         from mlflow.entities import Metric
 
         now_ms = int(time.time() * 1000)
-        self._pending.extend(Metric(k, float(v), now_ms, int(step)) for k, v in metrics.items())
+        done = self.target.logged_until
+        self._pending.extend(
+            Metric(k, float(v), now_ms, int(step)) for k, v in metrics.items() if step > done.get(k, -1)
+        )
         if time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
@@ -103,6 +131,7 @@ class Tracker:
 
         self.mlflow = mlflow
         self.tracking_uri = absolute_tracking_uri(tracking_uri)
+        check_server(self.tracking_uri)
         mlflow.set_tracking_uri(self.tracking_uri)
         self.client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_id = self._experiment(experiment, artifact_location)
@@ -132,6 +161,23 @@ class Tracker:
         self.run_id = run.info.run_id
         self.mlflow.log_params({k: ("null" if v is None else v) for k, v in params.items()})
         return RunTarget(self.tracking_uri, self.run_id)
+
+    def resume(self, run_id: str, tags: Mapping[str, str]) -> RunTarget:
+        """Reopen a run (RUNNING again) and note which steps it already holds."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            raise ConfigError(f"resume: MLflow run {run_id} is not in {self.tracking_uri}") from None
+        logged_until = {
+            key: max(m.step for m in self.client.get_metric_history(run_id, key)) for key in run.data.metrics
+        }
+        self.mlflow.start_run(run_id=run_id, tags=dict(tags))
+        self.run_id = run_id
+        if "error" in run.data.tags:  # the interruption being recovered from
+            self.client.delete_tag(run_id, "error")
+        return RunTarget(self.tracking_uri, run_id, logged_until)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.mlflow.set_tags(dict(tags))

@@ -14,11 +14,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import checkpoints, resume
 from pipeline._quiet import silence_known_noise
 from pipeline.algos.dqn import DQN, EVAL_SEED_OFFSET
 from pipeline.config import Config, to_config
 from pipeline.envs import probe_env
-from pipeline.errors import one_line
+from pipeline.errors import ConfigError, one_line
 from pipeline.evaluate import Evaluator
 from pipeline.progress import EnvStepProgress
 from pipeline.tracking import RunTarget, Tracker, flatten, git_commit, plot_learning_curve
@@ -48,6 +49,10 @@ def _strategy(cfg: Config) -> object:
         start = "spawn" if h.strategy == "ddp_spawn" else "popen"
         return DDPStrategy(start_method=start, process_group_backend=backend)
     return "auto"
+
+
+def _done_steps(module: DQN) -> int:
+    return int(module.resume_from["counters"]["global_env_steps"]) if module.resume_from else 0
 
 
 def _hydra_tags() -> dict[str, str]:
@@ -89,28 +94,58 @@ def _log_policy(tracker: Tracker, policy: torch.nn.Module, example: np.ndarray) 
     return info.model_uri
 
 
+def _ensure_writable(run_dir: Path, outputs: str) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as ex:
+        raise ConfigError(
+            f"paths.outputs={outputs}: cannot write {run_dir} ({ex.strerror or ex}); "
+            "point paths.outputs at a writable directory"
+        ) from None
+
+
 def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
-    """Validate, build (all before MLflow sees anything), then one tracked run that always ends."""
+    """Validate and build everything before MLflow sees anything; then one tracked run that always ends."""
     t_start = time.perf_counter()
     silence_known_noise()  # again: Hydra's job logging set-up runs after our import
     cfg = to_config(raw_cfg)
+    resumption = resume.prepare(cfg) if cfg.resume else None
+    if resumption is not None:
+        cfg, run_dir = resumption.cfg, resumption.run_dir
     if cfg.hardware.threads > 0:
         torch.set_num_threads(cfg.hardware.threads)
     spec = probe_env(cfg.env)
     pl.seed_everything(cfg.seed, verbose=False)
     module = DQN(cfg, spec)
+    if resumption is not None:
+        module.load_state_dict(resumption.checkpoint["state_dict"])
+        module.resume_from = resumption.checkpoint
     run_dir = Path(run_dir or default_run_dir(cfg))
-    run_dir.mkdir(parents=True, exist_ok=True)
     run_name = cfg.logger.run_name or f"{cfg.algo.name}-{cfg.backbone.name}-{cfg.env.name}-s{cfg.seed}"
 
     tracker: Tracker | None = None
-    target: RunTarget | None = None
     if cfg.logger.name == "mlflow":
-        tracker = Tracker(cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location)
-        params = flatten(dataclasses.asdict(cfg))
+        uri = resumption.record.tracking_uri if resumption and resumption.record.tracking_uri else None
+        tracker = Tracker(uri or cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location)
+    _ensure_writable(run_dir, cfg.paths.outputs)
+    if resumption is None:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+    target: RunTarget | None = None
+    if tracker is not None:
         tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), **_hydra_tags()}
-        target = tracker.start(run_name, params, tags)
+        if resumption is not None and resumption.record.run_id:
+            done = resumption.checkpoint["counters"]["global_env_steps"]
+            tags["resumed_at_step"] = str(done)
+            target = tracker.resume(resumption.record.run_id, tags)
+        else:
+            target = tracker.start(run_name, flatten(dataclasses.asdict(cfg)), tags)
+            tracker.log_artifact(run_dir / "config.yaml")
         module.run_target = target
+    checkpoints.RunRecord(target.run_id if target else None, tracker.tracking_uri if tracker else None).save(run_dir)
     try:
         result = _fit_and_log(cfg, module, spec, tracker, target, run_dir, run_name, t_start)
     except (KeyboardInterrupt, SystemExit) as ex:
@@ -144,7 +179,8 @@ def _fit_and_log(
         strategy=_strategy(cfg),
         precision=h.precision,
         max_epochs=1,
-        limit_train_batches=module.chunks_needed(h.devices),
+        limit_train_batches=module.chunks_needed(h.devices, done_env_steps=_done_steps(module)),
+        deterministic=h.deterministic,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -181,9 +217,6 @@ def _fit_and_log(
             step=env_steps,
         )
         tracker.set_tags({"solved": str(solved).lower()})
-        config_path = run_dir / "config.yaml"
-        config_path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        tracker.log_artifact(config_path)
         tracker.log_artifact(plot_learning_curve(target, run_dir / "learning_curve.png", run_name))
         if cfg.logger.log_model:
             example = np.stack([evaluator_obs_example(cfg)] * 2)

@@ -47,8 +47,10 @@ def run_cli(args: list[str], outputs: Path, timeout: float = 300) -> subprocess.
     """`python -m pipeline ARGS` with every output under `outputs`, offline, one thread."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
+    if not any(a.startswith("paths.outputs=") for a in args):
+        args = [*args, f"paths.outputs={outputs}"]
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args, f"paths.outputs={outputs}"],
+        [sys.executable, "-m", "pipeline", *args],
         cwd=outputs.parent,
         env=env,
         capture_output=True,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipeline.config import Config, to_config
 from pipeline.errors import ConfigError
@@ -55,24 +57,80 @@ def test_out_of_range_and_incompatible_values_are_refused(overrides: list[str], 
         to_config(compose_cfg(overrides, outputs))
 
 
+# The catalogue of refused inputs: each is one line naming the fix, exit code 2, nothing written.
 BAD_CLI = [
-    (["env=nope"], "env"),
-    (["algo.nope=1"], "algo.nope"),
-    (["algo.lr=fast"], "algo.lr"),
-    (["algo.lr=-1"], "algo.lr=-1"),
-    (["env.id=Pendulum-v1"], "discrete actions"),
-    (["env.id=NoSuchEnv-v0"], "env.id=NoSuchEnv-v0"),
-    (["backbone=resnet18", "backbone.name=resnet_nope"], "not a timm model"),
-    (["backbone.weights=/no/such/file.pth"], "no such file"),
+    (["env=nope"], "env"),  # unknown group option
+    (["algo.nope=1"], "algo.nope"),  # unknown key
+    (["algo.lr=fast"], "algo.lr"),  # wrong type
+    (["algo.lr=-1"], "algo.lr=-1"),  # negative learning rate
+    (["algo.lr=0"], "algo.lr=0"),  # zero learning rate
+    (["algo.batch_size=128", "algo.buffer_size=64"], "larger than algo.buffer_size"),  # batch > buffer
+    (["algo.learning_starts=60000"], "never reached within total_env_steps"),
+    (["algo.gamma=1.5"], "algo.gamma=1.5"),
+    (["algo.tau=0"], "algo.tau=0"),
+    (["eval.episodes=0"], "eval.episodes=0"),
+    (["hardware.precision=16-mixed"], "hardware.precision=16-mixed"),
+    (["hardware.devices=2"], "several devices need a DDP strategy"),
+    (["env=cartpole_pixels"], "backbone=mlp takes vectors"),  # an MLP on frames
+    (["backbone=resnet18", "backbone.freeze=all"], "freezing a randomly initialised backbone"),
+    (["env.id=NoSuchEnv-v0"], "env.id=NoSuchEnv-v0"),  # unknown gymnasium id
+    (["env.id=Pendulum-v1"], "discrete actions"),  # continuous actions with DQN
+    (["backbone=resnet18", "backbone.name=resnet_nope"], "not a timm model"),  # unknown timm model
+    (["backbone=resnet18", "backbone.pretrained=true"], "backbone.weights="),  # hub offline
+    (["backbone.weights=/no/such/file.pth"], "no such file"),  # weights file missing
+    (["backbone.weights={wrong_arch}"], "cannot load into this backbone"),  # weights of another net
+    (["backbone.weights={corrupt}"], "cannot load into this backbone"),  # weights file corrupt
+    (["logger.tracking_uri=http://127.0.0.1:9"], "no MLflow server answers"),  # MLflow URI that does not answer
+    (["paths.outputs={file}/outputs"], "point paths.outputs at a writable directory"),  # outputs not writable
+    (["resume={missing}"], "not a run dir nor an MLflow run id"),  # resume target that does not exist
 ]
 
 
+@pytest.fixture
+def bad_files(tmp_path: Path) -> dict[str, str]:
+    from pipeline.backbones import MLP
+
+    wrong_arch = tmp_path / "mlp_8.pth"
+    torch.save(MLP(4, [8]).state_dict(), wrong_arch)  # a real state dict, of a smaller MLP
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x80\x02 not a torch file")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    return {
+        "wrong_arch": str(wrong_arch),
+        "corrupt": str(corrupt),
+        "file": str(a_file),
+        "missing": str(tmp_path / "no_run_here"),
+    }
+
+
 @pytest.mark.parametrize(("args", "needle"), BAD_CLI, ids=[" ".join(a) for a, _ in BAD_CLI])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(args: list[str], needle: str, outputs: Path) -> None:
-    proc = run_cli(args, outputs, timeout=120)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    args: list[str], needle: str, outputs: Path, bad_files: dict[str, str]
+) -> None:
+    proc = run_cli([a.format(**bad_files) for a in args], outputs, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert needle in lines[0]
     assert "Traceback" not in proc.stderr
     assert list(outputs.iterdir()) == [], "a refused job must leave no MLflow store and no run dir"
+
+
+def test_unreachable_hub_and_server_fail_fast(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.backbones import build_backbone
+    from pipeline.tracking import Tracker
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cfg = to_config(compose_cfg(["backbone=resnet18", "backbone.pretrained=true"], outputs))
+    from pipeline.envs import probe_env
+
+    spec = probe_env(cfg.env)
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"hub is unreachable|cannot fetch"):
+        build_backbone(cfg.backbone, spec)
+    assert time.monotonic() - t0 < 2.0
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="no MLflow server answers"):
+        Tracker("http://10.255.255.1:5000", "pipeline", "")
+    assert time.monotonic() - t0 < 10.0

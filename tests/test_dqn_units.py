@@ -94,10 +94,6 @@ def test_schedules_run_on_global_env_steps(outputs: Path, monkeypatch: pytest.Mo
     assert syncs == [100, 200, 300, 400, 500, 600]
     ckpt = torch.load(outputs / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     # rounds at steps 128, 136, ..., 600 → 60 rounds × 2 gradient steps
-    assert ckpt["counters"] == {
-        "vec_steps": 300,
-        "global_env_steps": 600,
-        "updates": 120,
-        "episodes": ckpt["counters"]["episodes"],
-    }
+    counters = ckpt["counters"]
+    assert (counters["vec_steps"], counters["global_env_steps"], counters["updates"]) == (300, 600, 120)
     assert any(k.startswith("target_net.") for k in ckpt["state_dict"])

@@ -11,10 +11,13 @@ rank 0 evaluates and writes metrics.
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import math
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +29,20 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from pipeline.buffers import ReplayBuffer
+from pipeline.checkpoints import CHECKPOINT_DIR, LAST, atomic_rename, atomic_save
+from pipeline.checkpoints import load as load_checkpoint
 from pipeline.config import Config
 from pipeline.envs import EnvSpec, make_vector_env
+from pipeline.errors import ConfigError, RunFailure
 from pipeline.evaluate import Evaluator
 from pipeline.networks import QNetwork, build_q_network
 from pipeline.optim import clip_grad_norm
 from pipeline.tracking import MetricWriter, RunTarget
 
+log = logging.getLogger(__name__)
+
 EVAL_SEED_OFFSET = 1_000_000
+RESUME_SEED_STRIDE = 100_003
 
 
 def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
@@ -66,9 +75,18 @@ class LoopState:
     steps_per_vec: int = 1  # env steps per vector step over all ranks: num_envs * world_size
     updates: int = 0
     episodes: int = 0
+    resumes: int = 0  # how often this run was resumed (offsets the env seeds of each resumption)
     obs: np.ndarray | None = None
     ep_return: np.ndarray | None = None
     ep_length: np.ndarray | None = None
+
+
+@dataclass
+class Forwards:
+    """The callables the gradient step uses: the networks themselves, or their torch.compile'd versions."""
+
+    q: Callable[[torch.Tensor], torch.Tensor]
+    target: Callable[[torch.Tensor], torch.Tensor]
 
 
 class _Ticks(IterableDataset):
@@ -97,6 +115,11 @@ class DQN(pl.LightningModule):
         self.last_eval_return = float("nan")
         self.solved = False
         self.progress: dict[str, float] = {}
+        self.resume_from: dict[str, Any] | None = None  # set by train(): a loaded checkpoint to continue
+        self.restored_buffer = False
+        self._warned_buffer = False
+        self._min_fill = 1
+        self.checkpoint_path: Path | None = None  # the last good checkpoint, named in failure messages
 
     # ----------------------------------------------------------------- counters and schedules
     @property
@@ -107,9 +130,9 @@ class DQN(pl.LightningModule):
         a = self.cfg.algo
         return linear_schedule(a.eps_start, a.eps_end, a.eps_decay_steps, step)
 
-    def chunks_needed(self, world_size: int) -> int:
+    def chunks_needed(self, world_size: int, done_env_steps: int = 0) -> int:
         per_chunk = self._vec_steps_per_chunk(world_size) * self.cfg.env.num_envs * world_size
-        return math.ceil(self.cfg.total_env_steps / per_chunk)
+        return max(1, math.ceil((self.cfg.total_env_steps - done_env_steps) / per_chunk))
 
     def _vec_steps_per_chunk(self, world_size: int) -> int:
         return max(1, self.cfg.algo.chunk_steps // (self.cfg.env.num_envs * world_size))
@@ -137,27 +160,41 @@ class DQN(pl.LightningModule):
         self._backward = self.manual_backward if self.trainer.world_size > 1 else torch.Tensor.backward
         n = cfg.env.num_envs
         self.loop.steps_per_vec = n * self.trainer.world_size
-        self.env = make_vector_env(cfg.env, n)
-        self.loop.obs, _ = self.env.reset(seed=[cfg.seed + rank * n + i for i in range(n)])
         self.rng = np.random.default_rng(cfg.seed + 7919 * (rank + 1))
         self.buffer = ReplayBuffer(
             cfg.algo.buffer_size, self.spec.obs_shape, self.spec.obs_dtype, self.device, seed=cfg.seed + rank
         )
+        self.optimizer = self.optimizers(use_pl_optimizer=False)
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+        self.env = make_vector_env(cfg.env, n)
+        # A resumed run starts fresh episodes (env internals are not checkpointed) on new seeds.
+        env_seed = cfg.seed + rank * n + RESUME_SEED_STRIDE * self.loop.resumes
+        self.loop.obs, _ = self.env.reset(seed=[env_seed + i for i in range(n)])
         self.loop.ep_return = np.zeros(n)
         self.loop.ep_length = np.zeros(n, dtype=np.int64)
         self.recent_returns: deque[float] = deque(maxlen=20)
         self._pending_episodes: list[tuple[int, float, float]] = []
-        self.optimizer = self.optimizers(use_pl_optimizer=False)
         self.grad_params = [p for p in self.q_net.parameters() if p.requires_grad]
-        self.q_train = torch.compile(self.q_net) if cfg.hardware.compile else self.q_net
-        self.target_eval = torch.compile(self.target_net) if cfg.hardware.compile else self.target_net
+        compile_ = torch.compile if cfg.hardware.compile else (lambda net: net)
+        # Plain attributes of a plain object: assigned to the module, they would be registered as
+        # submodules and duplicated in every checkpoint.
+        self.fwd = Forwards(q=compile_(self.q_net), target=compile_(self.target_net))
         self.q_net.eval()  # acting mode; gradient rounds switch to train mode
+        # A resume without the buffer waits until it holds learning_starts transitions again.
+        refill = self.resume_from is not None and not self.restored_buffer
+        per_rank_start = cfg.algo.learning_starts // self.trainer.world_size
+        self._min_fill = min(max(cfg.algo.batch_size, per_rank_start if refill else 0), cfg.algo.buffer_size)
         self.evaluator = None
         self.writer = None
         if self.trainer.is_global_zero:
             self.evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed + EVAL_SEED_OFFSET)
             if self.run_target is not None:
                 self.writer = MetricWriter(self.run_target, cfg.logger.flush_every_s)
+                if self.resume_from is not None:
+                    run_id = self.run_target.run_id
+                    self.writer.client.set_tag(run_id, "resume_buffer_restored", str(self.restored_buffer).lower())
+                    self.writer.client.set_tag(run_id, "resume_buffer_size", str(len(self.buffer)))
         self._chunk_start = time.perf_counter()
 
     def on_train_end(self) -> None:
@@ -178,18 +215,68 @@ class DQN(pl.LightningModule):
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["counters"] = {
-            "vec_steps": self.loop.vec_steps,
-            "global_env_steps": self.global_env_steps,
-            "updates": self.loop.updates,
-            "episodes": self.loop.episodes,
+        """Rank 0's loop state, RNG and buffer go into Lightning's checkpoint; other ranks write their own."""
+        state = self._rank_state()
+        checkpoint["counters"] = state["loop"]
+        if self.global_rank == 0:
+            checkpoint["pipeline"] = state
+        else:
+            atomic_save(state, self._checkpoint_dir() / f"rank{self.global_rank}.pt")
+
+    def _rank_state(self) -> dict[str, Any]:
+        loop = self.loop
+        include_buffer = self.cfg.checkpoint.buffer
+        limit = self.cfg.checkpoint.buffer_max_gb * 2**30
+        if include_buffer and self.buffer.nbytes() > limit:
+            include_buffer = False
+            if not self._warned_buffer:
+                log.warning(
+                    "replay buffer (%.1f GB) is above checkpoint.buffer_max_gb=%s: checkpoints leave it out "
+                    "and a resumed run refills it",
+                    self.buffer.nbytes() / 2**30,
+                    self.cfg.checkpoint.buffer_max_gb,
+                )
+                self._warned_buffer = True
+        return {
+            "loop": {
+                "vec_steps": loop.vec_steps,
+                "global_env_steps": self.global_env_steps,
+                "world_size": self.trainer.world_size,
+                "updates": loop.updates,
+                "episodes": loop.episodes,
+                "resumes": loop.resumes,
+                "last_eval_step": self.last_eval_step,
+                "last_eval_return": self.last_eval_return,
+            },
+            "rng": {
+                "numpy": json.dumps(self.rng.bit_generator.state),
+                "torch": torch.get_rng_state(),
+            },
+            "buffer": self.buffer.state_dict() if include_buffer else None,
         }
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        counters = checkpoint["counters"]
-        self.loop.vec_steps = counters["vec_steps"]
-        self.loop.updates = counters["updates"]
-        self.loop.episodes = counters["episodes"]
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue where the checkpoint stopped: counters (so ε and every schedule), RNG, buffer, optimiser."""
+        if self.global_rank == 0:
+            state = checkpoint["pipeline"]
+        else:
+            state = load_checkpoint(self._checkpoint_dir() / f"rank{self.global_rank}.pt")
+        saved = state["loop"]
+        if saved["world_size"] != self.trainer.world_size:
+            raise ConfigError(
+                f"resume: the run trained on {saved['world_size']} device(s), this one has "
+                f"{self.trainer.world_size}; resume with the same hardware settings"
+            )
+        loop = self.loop
+        loop.vec_steps, loop.updates, loop.episodes = saved["vec_steps"], saved["updates"], saved["episodes"]
+        loop.resumes = saved["resumes"] + 1
+        self.last_eval_step, self.last_eval_return = saved["last_eval_step"], saved["last_eval_return"]
+        self.rng.bit_generator.state = json.loads(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["buffer"] is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        self.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+        self.restored_buffer = state["buffer"] is not None
 
     # ----------------------------------------------------------------- the chunk
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -198,6 +285,7 @@ class DQN(pl.LightningModule):
         chunk_start_step = self.global_env_steps
         loss_sum = torch.zeros((), device=self.device)
         q_sum = torch.zeros((), device=self.device)
+        gnorm_sum = torch.zeros((), device=self.device)
         n_updates = 0
         for _ in range(self._vec_steps_per_chunk(self.trainer.world_size)):
             if self.global_env_steps >= self.cfg.total_env_steps:
@@ -207,12 +295,28 @@ class DQN(pl.LightningModule):
             if step // a.target_update_interval != prev // a.target_update_interval:
                 self._sync_target()
             rounds = step // a.train_freq - prev // a.train_freq
-            if rounds and step >= a.learning_starts:
-                loss, q_mean, n = self._learn(rounds * a.gradient_steps)
+            if rounds and step >= a.learning_starts and len(self.buffer) >= self._min_fill:
+                loss, q_mean, gnorm, n = self._learn(rounds * a.gradient_steps)
                 loss_sum += loss
                 q_sum += q_mean
+                gnorm_sum += gnorm
                 n_updates += n
+        self._check_finite(loss_sum + q_sum + gnorm_sum)
         self._end_chunk(chunk_start_step, loss_sum, q_sum, n_updates)
+
+    def _check_finite(self, total: torch.Tensor) -> None:
+        """NaN guard, once per chunk (one sync): a non-finite loss, Q-value or gradient stops the run
+        before anything non-finite reaches a checkpoint; every rank stops together."""
+        bad = not bool(torch.isfinite(total))
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            last = self.checkpoint_path if self.checkpoint_path is not None else "none yet"
+            raise RunFailure(
+                f"non-finite loss, Q-value or gradient within the {self.cfg.algo.chunk_steps} env steps before "
+                f"step {self.global_env_steps}; last good checkpoint: {last}; lower algo.lr or "
+                "algo.max_grad_norm, then resume"
+            )
 
     @torch.inference_mode()
     def _act(self, obs: np.ndarray, eps: float) -> np.ndarray:
@@ -248,31 +352,32 @@ class DQN(pl.LightningModule):
             loop.ep_return[done] = 0.0
             loop.ep_length[done] = 0
 
-    def _learn(self, n_updates: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _learn(self, n_updates: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """`n_updates` gradient steps on batches drawn in one gather (the buffer is fixed meanwhile)."""
         a = self.cfg.algo
         batch = self.buffer.sample(a.batch_size, n_updates)
         self.q_net.train()
         loss_sum = torch.zeros((), device=self.device)
         q_sum = torch.zeros((), device=self.device)
+        gnorm_sum = torch.zeros((), device=self.device)
         for i in range(n_updates):
             obs, next_obs = batch.obs[i], batch.next_obs[i]
             with torch.no_grad():
-                next_q_online = self.q_train(next_obs) if a.double else None
+                next_q_online = self.fwd.q(next_obs) if a.double else None
                 target = td_target(
-                    batch.rewards[i], batch.terminated[i], self.target_eval(next_obs), a.gamma, next_q_online
+                    batch.rewards[i], batch.terminated[i], self.fwd.target(next_obs), a.gamma, next_q_online
                 )
-            q = self.q_train(obs).gather(1, batch.actions[i].unsqueeze(1)).squeeze(1)
+            q = self.fwd.q(obs).gather(1, batch.actions[i].unsqueeze(1)).squeeze(1)
             loss = F.huber_loss(q, target, delta=a.huber_delta)
             self.optimizer.zero_grad(set_to_none=True)
             self._backward(loss)
-            clip_grad_norm(self.grad_params, a.max_grad_norm)
+            gnorm_sum += clip_grad_norm(self.grad_params, a.max_grad_norm)
             self.optimizer.step()
             loss_sum += loss.detach()
             q_sum += q.detach().mean()
         self.q_net.eval()
         self.loop.updates += n_updates
-        return loss_sum, q_sum, n_updates
+        return loss_sum, q_sum, gnorm_sum, n_updates
 
     @torch.no_grad()
     def _sync_target(self) -> None:
@@ -352,6 +457,14 @@ class DQN(pl.LightningModule):
         if not in_sync:
             raise RuntimeError("DDP replicas diverged: ranks hold different weights after training")
 
+    def _checkpoint_dir(self) -> Path:
+        return Path(self.trainer.default_root_dir) / CHECKPOINT_DIR
+
     def _save_checkpoint(self) -> None:
-        path = Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-        self.trainer.save_checkpoint(path)
+        """Write to a temporary file, then rename: a kill mid-write leaves the previous checkpoint intact."""
+        final = self._checkpoint_dir() / LAST
+        tmp = final.with_name(f".{LAST}.tmp")
+        self.trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes, then all meet at a barrier
+        if self.trainer.is_global_zero:
+            atomic_rename(tmp, final)
+        self.checkpoint_path = final

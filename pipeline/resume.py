@@ -1,0 +1,87 @@
+"""`resume=<run dir | MLflow run id>`: continue a killed run with its own config.
+
+The saved config is reused; an override given with `resume=` must agree with it, except the keys a
+continuation may change (`total_env_steps` to extend the budget, `progress`). A run dir that does not
+exist, has no checkpoint, or was made with another config is refused with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from pipeline import checkpoints
+from pipeline.config import Config, validate
+from pipeline.errors import ConfigError
+from pipeline.tracking import absolute_tracking_uri
+
+MAY_CHANGE = ("total_env_steps", "progress", "resume")
+NOT_COMPARED_PREFIXES = ("paths.", "hydra.", "hydra/")
+
+
+@dataclass
+class Resumption:
+    cfg: Config
+    run_dir: Path
+    checkpoint: dict[str, Any]
+    record: checkpoints.RunRecord
+
+
+def _override_keys() -> list[str] | None:
+    """Keys the user set on the command line, or None outside a Hydra app (then everything is compared)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return [override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task]
+
+
+def _flat(cfg: Config) -> dict[str, Any]:
+    from pipeline.tracking import flatten
+
+    return flatten(dataclasses.asdict(cfg))
+
+
+def prepare(cfg: Config) -> Resumption:
+    """Find the run, load its config and last checkpoint, and check the new command agrees with them."""
+    assert cfg.resume is not None
+    tracking = absolute_tracking_uri(cfg.logger.tracking_uri) if cfg.logger.name == "mlflow" else None
+    run_dir = checkpoints.find_run_dir(cfg.resume, tracking)
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise ConfigError(f"resume={cfg.resume}: {saved_path} is missing; this is not a run dir of this pipeline")
+    saved_node = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(saved_path))
+    saved = OmegaConf.to_object(saved_node)
+    assert isinstance(saved, Config)
+
+    new_flat, old_flat = _flat(cfg), _flat(saved)
+    given = _override_keys()
+    keys = (
+        None if given is None else [k for k in given if k not in MAY_CHANGE and not k.startswith(NOT_COMPARED_PREFIXES)]
+    )
+    compared = [k for k in new_flat if k.split(".")[0] not in MAY_CHANGE and not k.startswith(NOT_COMPARED_PREFIXES)]
+    if keys is not None:
+        compared = [k for k in compared if any(k == key or k.startswith(key + ".") for key in keys)]
+    for key in compared:
+        if new_flat[key] != old_flat.get(key):
+            raise ConfigError(
+                f"resume={cfg.resume}: that run was made with {key}={old_flat.get(key)}, not {new_flat[key]}; "
+                "drop the override to continue it, or start a new run"
+            )
+    if given is None or "total_env_steps" in given:
+        saved.total_env_steps = cfg.total_env_steps
+    saved.progress = cfg.progress
+    saved.resume = cfg.resume
+    validate(saved)
+    checkpoint = checkpoints.load(checkpoints.last_checkpoint(run_dir))
+    done = int(checkpoint.get("counters", {}).get("global_env_steps", 0))
+    if done >= saved.total_env_steps:
+        raise ConfigError(
+            f"resume={cfg.resume}: the run already reached total_env_steps={saved.total_env_steps}; "
+            f"raise it (total_env_steps=...) to train further"
+        )
+    return Resumption(saved, run_dir, checkpoint, checkpoints.RunRecord.load(run_dir))
