@@ -146,6 +146,17 @@ class DQN(pl.LightningModule):
         fused = all(p.device.type in ("cpu", "cuda") for p in params)
         return torch.optim.Adam(params, lr=self.cfg.algo.lr, fused=fused)
 
+    def setup(self, stage: str) -> None:
+        """Spawned DDP ranks receive this module through torch.multiprocessing, which moves CPU tensors
+        to shared memory: every rank would then step the *same* parameters (and a resumed optimiser
+        state). Each rank gets its own copy here, before DDP wraps the module and the optimiser exists."""
+        if self.trainer.world_size > 1:
+            for tensor in [*self.parameters(), *self.buffers()]:
+                if tensor.is_shared():
+                    tensor.data = tensor.data.clone()
+            if self.resume_from is not None:
+                self.resume_from = copy.deepcopy(self.resume_from)
+
     def on_train_start(self) -> None:
         cfg, rank = self.cfg, self.global_rank
         if cfg.hardware.threads > 0:
@@ -451,7 +462,8 @@ class DQN(pl.LightningModule):
         """DDP's promise, verified: every rank ends with bit-identical weights, or the run fails."""
         flat = torch.cat([p.detach().flatten() for p in self.q_net.parameters()])
         gathered = self.all_gather(flat)
-        in_sync = bool((gathered == gathered[0]).all())
+        # Shared memory would make the ranks trivially equal (and step the weights once per rank).
+        in_sync = bool((gathered == gathered[0]).all()) and not any(p.is_shared() for p in self.q_net.parameters())
         if self.writer is not None:
             self.writer.client.set_tag(self.writer.target.run_id, "ddp_replicas_in_sync", str(in_sync).lower())
         if not in_sync:
