@@ -32,10 +32,6 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_rename(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-
-
 def load(path: Path) -> dict[str, Any]:
     """Load a checkpoint written by this pipeline; a missing, truncated or foreign file is one line."""
     if not path.is_file():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +22,6 @@ from pipeline.errors import ConfigError, one_line
 from pipeline.evaluate import Evaluator
 from pipeline.progress import EnvStepProgress
 from pipeline.tracking import RunTarget, Tracker, flatten, git_commit, plot_learning_curve
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -147,7 +144,7 @@ def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
         module.run_target = target
     checkpoints.RunRecord(target.run_id if target else None, tracker.tracking_uri if tracker else None).save(run_dir)
     try:
-        result = _fit_and_log(cfg, module, spec, tracker, target, run_dir, run_name, t_start)
+        result = _fit_and_log(cfg, module, tracker, target, run_dir, run_name, t_start)
     except (KeyboardInterrupt, SystemExit) as ex:
         if tracker is not None:
             tracker.end("KILLED", error=f"interrupted: {one_line(ex) or type(ex).__name__}")
@@ -164,7 +161,6 @@ def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
 def _fit_and_log(
     cfg: Config,
     module: DQN,
-    spec: object,
     tracker: Tracker | None,
     target: RunTarget | None,
     run_dir: Path,
@@ -193,54 +189,41 @@ def _fit_and_log(
     t_fit = time.perf_counter()
     trainer.fit(module)
     train_s = time.perf_counter() - t_fit
-    env_steps = int(trainer.callback_metrics.get("env_steps", torch.tensor(0.0)).item())
+    metrics = trainer.callback_metrics  # rank 0's counters, also when it ran in a spawned process
+    env_steps = int(metrics["env_steps"])
+    already_evaluated = int(metrics["last_eval_step"]) == env_steps
 
+    # The final evaluation: the same fixed-seed episodes as the periodic ones, on the trained policy.
     policy = module.q_net.to("cpu").eval()
     evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed + EVAL_SEED_OFFSET)
     try:
         returns = evaluator.run(policy, torch.device("cpu"))
+        example = np.stack([evaluator.env.reset(seed=cfg.seed)[0][0]] * 2)  # real observations, for the model
     finally:
         evaluator.close()
+    mean, std = float(returns.mean()), float(returns.std())
     solved_at = module.spec.solved_return
-    solved = solved_at is not None and float(returns.mean()) >= solved_at
+    solved = solved_at is not None and mean >= solved_at
     wall_s = time.perf_counter() - t_start
 
     model_uri = None
     if tracker is not None and target is not None:
-        tracker.mlflow.log_metrics(
-            {
-                "eval/final_return_mean": float(returns.mean()),
-                "eval/final_return_std": float(returns.std()),
-                "perf/wall_s": wall_s,
-                "train/env_steps": env_steps,
-            },
-            step=env_steps,
-        )
+        final = {"eval/final_return_mean": mean, "eval/final_return_std": std, "perf/wall_s": wall_s}
+        if not already_evaluated:  # the curve ends at the last step (once: a stop on solve evaluated it)
+            final |= {"eval/return_mean": mean, "eval/return_std": std}
+        tracker.mlflow.log_metrics({**final, "train/env_steps": env_steps}, step=env_steps)
         tracker.set_tags({"solved": str(solved).lower()})
         tracker.log_artifact(plot_learning_curve(target, run_dir / "learning_curve.png", run_name))
         if cfg.logger.log_model:
-            example = np.stack([evaluator_obs_example(cfg)] * 2)
             model_uri = _log_policy(tracker, policy, example)
     return RunResult(
         run_id=target.run_id if target else None,
         env_steps=env_steps,
-        eval_return_mean=float(returns.mean()),
-        eval_return_std=float(returns.std()),
+        eval_return_mean=mean,
+        eval_return_std=std,
         solved=solved,
         train_s=train_s,
         wall_s=wall_s,
         model_uri=model_uri,
         run_dir=run_dir,
     )
-
-
-def evaluator_obs_example(cfg: Config) -> np.ndarray:
-    """One real observation from a fresh env: the input example logged with the policy."""
-    from pipeline.envs import make_vector_env
-
-    env = make_vector_env(cfg.env, 1)
-    try:
-        obs, _ = env.reset(seed=cfg.seed)
-    finally:
-        env.close()
-    return obs[0]

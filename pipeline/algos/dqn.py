@@ -4,8 +4,8 @@ Read it top to bottom: `training_step` is one *chunk* — `algo.chunk_steps` env
 gradient rounds and target syncs that fall inside it — so Lightning's per-step cost is paid once per
 chunk, not once per env step. Every schedule runs on the global env-step counter (all vector envs,
 all ranks). Under DDP each rank owns its envs and replay buffer, gradients are averaged by DDP in
-`manual_backward`, the target net is a plain attribute synced on every rank at the same step, and
-rank 0 evaluates and writes metrics.
+`manual_backward`, the target net (a no-grad submodule DDP ignores) syncs on every rank at the same
+step, and rank 0 evaluates and writes metrics. The final evaluation is the caller's (train.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset
 
 from pipeline.buffers import ReplayBuffer
-from pipeline.checkpoints import CHECKPOINT_DIR, LAST, atomic_rename, atomic_save
+from pipeline.checkpoints import CHECKPOINT_DIR, LAST, atomic_save
 from pipeline.checkpoints import load as load_checkpoint
 from pipeline.config import Config
 from pipeline.envs import EnvSpec, make_vector_env
@@ -209,8 +209,6 @@ class DQN(pl.LightningModule):
         self._chunk_start = time.perf_counter()
 
     def on_train_end(self) -> None:
-        if self.last_eval_step != self.global_env_steps:
-            self._evaluate()
         if self.trainer.world_size > 1:
             self._check_replicas_in_sync()
         self._save_checkpoint()
@@ -343,25 +341,24 @@ class DQN(pl.LightningModule):
         loop = self.loop
         actions = self._act(loop.obs, eps)
         next_obs, rewards, terminated, truncated, info = self.env.step(actions)
-        done = terminated | truncated
+        finished = np.flatnonzero(terminated | truncated)
         stored_next = next_obs
-        if done.any():
+        if finished.size:  # the stored transition ends in the final obs, not the reset one
             stored_next = next_obs.copy()
-            for i in np.flatnonzero(done):
-                stored_next[i] = info["final_obs"][i]
+            stored_next[finished] = np.stack([info["final_obs"][i] for i in finished])
         self.buffer.add(loop.obs, actions, rewards, stored_next, terminated)
         loop.obs = next_obs
         loop.vec_steps += 1
         loop.ep_return += rewards
         loop.ep_length += 1
-        if done.any():
+        if finished.size:
             step = self.global_env_steps
-            for i in np.flatnonzero(done):
+            for i in finished:
                 self._pending_episodes.append((step, float(loop.ep_return[i]), float(loop.ep_length[i])))
                 self.recent_returns.append(float(loop.ep_return[i]))
-                loop.episodes += 1
-            loop.ep_return[done] = 0.0
-            loop.ep_length[done] = 0
+            loop.episodes += finished.size
+            loop.ep_return[finished] = 0.0
+            loop.ep_length[finished] = 0
 
     def _learn(self, n_updates: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """`n_updates` gradient steps on batches drawn in one gather (the buffer is fixed meanwhile)."""
@@ -432,7 +429,10 @@ class DQN(pl.LightningModule):
         ckpt_every = self.cfg.checkpoint.every_env_steps
         if ckpt_every and step // ckpt_every != chunk_start_step // ckpt_every:
             self._save_checkpoint()
-        self.log("env_steps", float(step), logger=False)
+        # Read back by the caller (also from a spawned rank 0); float64 keeps step counts exact past 2**24.
+        f64 = torch.float64
+        self.log("env_steps", torch.tensor(step, dtype=f64), logger=False)
+        self.log("last_eval_step", torch.tensor(self.last_eval_step, dtype=f64), logger=False)
 
     def _log_episodes(self) -> None:
         by_step: dict[int, list[tuple[float, float]]] = {}
@@ -478,5 +478,5 @@ class DQN(pl.LightningModule):
         tmp = final.with_name(f".{LAST}.tmp")
         self.trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes, then all meet at a barrier
         if self.trainer.is_global_zero:
-            atomic_rename(tmp, final)
+            os.replace(tmp, final)
         self.checkpoint_path = final
