@@ -51,18 +51,15 @@ def job(cfg: DictConfig) -> float:
         from pipeline.train import train
 
         result = train(cfg)
-    except RunFailure as ex:
-        if os.environ.get("PIPELINE_TRACEBACK") == "1":
-            raise
-        print(f"error: {ex}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    except ConfigError as ex:
-        _remove_refused_run_dir(cfg.paths.outputs)
+    except (ConfigError, RunFailure) as ex:
+        refused = isinstance(ex, ConfigError)  # bad input (exit 2) vs a run that failed (exit 1)
+        if refused:
+            _remove_refused_run_dir(cfg.paths.outputs)
         if os.environ.get("PIPELINE_TRACEBACK") == "1":
             raise
         # Exit from inside the job: Hydra would otherwise print its own multi-line report first.
         print(f"error: {ex}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        raise SystemExit(2 if refused else 1) from None
     status = "solved" if result.solved else "finished"
     print(
         f"{status}: eval return {result.eval_return_mean:.1f} ± {result.eval_return_std:.1f} "

@@ -21,6 +21,8 @@ class Batch(NamedTuple):
 class ReplayBuffer:
     """Ring buffer of transitions. `terminated` is true only for real terminal states, never time-outs."""
 
+    FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
+
     def __init__(
         self,
         capacity: int,
@@ -39,8 +41,8 @@ class ReplayBuffer:
         self.terminated = torch.empty(capacity, dtype=torch.float32, device=self.device)
         self.pos = 0
         self.size = 0
-        fields = (self.obs, self.next_obs, self.actions, self.rewards, self.terminated)
-        self._views = [f.numpy() for f in fields] if self.device.type == "cpu" else None
+        self._fields = [getattr(self, name) for name in self.FIELDS]
+        self._views = [f.numpy() for f in self._fields] if self.device.type == "cpu" else None
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
@@ -61,8 +63,7 @@ class ReplayBuffer:
             idx: slice | np.ndarray = slice(self.pos, self.pos + n)
         else:
             idx = np.arange(self.pos, self.pos + n) % self.capacity
-        fields = (self.obs, self.next_obs, self.actions, self.rewards, self.terminated)
-        values = (obs, next_obs, actions, rewards, terminated)
+        values = (obs, next_obs, actions, rewards, terminated)  # in FIELDS order
         if self._views is not None:
             # CPU storage: write through NumPy views of the tensors, ~5x cheaper per call than torch
             # indexing for the one-transition writes of a single env (measured).
@@ -70,7 +71,7 @@ class ReplayBuffer:
                 view[idx] = value.numpy() if isinstance(value, torch.Tensor) else value
         else:
             t_idx = idx if isinstance(idx, slice) else torch.from_numpy(idx).to(self.device)
-            for field, value in zip(fields, values, strict=True):
+            for field, value in zip(self._fields, values, strict=True):
                 field[t_idx] = torch.as_tensor(value).to(self.device, field.dtype, non_blocking=True)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
@@ -84,8 +85,7 @@ class ReplayBuffer:
 
     def nbytes(self) -> int:
         """Bytes of the filled part: what a checkpoint of this buffer costs."""
-        fields = (self.obs, self.next_obs, self.actions, self.rewards, self.terminated)
-        return sum(f[: self.size].nbytes for f in fields)
+        return sum(f[: self.size].nbytes for f in self._fields)
 
     def state_dict(self) -> dict[str, object]:
         """The filled part only (copied, so torch.save does not write the empty capacity too)."""
@@ -97,12 +97,8 @@ class ReplayBuffer:
             "capacity": self.capacity,
             "pos": self.pos,
             "size": self.size,
-            "obs": filled(self.obs),
-            "next_obs": filled(self.next_obs),
-            "actions": filled(self.actions),
-            "rewards": filled(self.rewards),
-            "terminated": filled(self.terminated),
             "generator": self.generator.get_state(),
+            **{name: filled(field) for name, field in zip(self.FIELDS, self._fields, strict=True)},
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -112,7 +108,7 @@ class ReplayBuffer:
                 f"saved buffer (capacity {state['capacity']}, obs {tuple(state['obs'].shape[1:])}) does not fit "  # type: ignore[union-attr]
                 f"this one (capacity {self.capacity}, obs {tuple(self.obs.shape[1:])})"
             )
-        for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
-            getattr(self, name)[:size] = state[name].to(self.device)  # type: ignore[union-attr]
+        for name, field in zip(self.FIELDS, self._fields, strict=True):
+            field[:size] = state[name].to(self.device)  # type: ignore[union-attr]
         self.pos, self.size = int(state["pos"]), size  # type: ignore[arg-type]
         self.generator.set_state(state["generator"])  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from pipeline import checkpoints
 from pipeline.config import Config, validate
 from pipeline.errors import ConfigError
-from pipeline.tracking import absolute_tracking_uri
+from pipeline.tracking import absolute_tracking_uri, flatten
 
 MAY_CHANGE = ("total_env_steps", "progress", "resume")
 NOT_COMPARED_PREFIXES = ("paths.", "hydra.", "hydra/")
@@ -41,8 +41,6 @@ def _override_keys() -> list[str] | None:
 
 
 def _flat(cfg: Config) -> dict[str, Any]:
-    from pipeline.tracking import flatten
-
     return flatten(dataclasses.asdict(cfg))
 
 
@@ -60,12 +58,9 @@ def prepare(cfg: Config) -> Resumption:
 
     new_flat, old_flat = _flat(cfg), _flat(saved)
     given = _override_keys()
-    keys = (
-        None if given is None else [k for k in given if k not in MAY_CHANGE and not k.startswith(NOT_COMPARED_PREFIXES)]
-    )
     compared = [k for k in new_flat if k.split(".")[0] not in MAY_CHANGE and not k.startswith(NOT_COMPARED_PREFIXES)]
-    if keys is not None:
-        compared = [k for k in compared if any(k == key or k.startswith(key + ".") for key in keys)]
+    if given is not None:  # on the command line only what was typed is compared; the rest is the saved config
+        compared = [k for k in compared if any(k == key or k.startswith(key + ".") for key in given)]
     for key in compared:
         if new_flat[key] != old_flat.get(key):
             raise ConfigError(

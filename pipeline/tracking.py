@@ -6,7 +6,6 @@ spawned child) writes metrics through a `MetricWriter` that only needs the track
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import time
 from collections.abc import Mapping
@@ -15,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
