@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -117,20 +116,38 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert list(outputs.iterdir()) == [], "a refused job must leave no MLflow store and no run dir"
 
 
-def test_unreachable_hub_and_server_fail_fast(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_hub_and_server_are_given_up_within_their_bounds(
+    outputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that never answers: the hub probe waits at most 2 s, the MLflow probe at most 10 s.
+
+    The network is simulated (a connect that times out), so the bound is checked on the timeout the
+    code asks for, not on the clock.
+    """
+    import socket
+    import urllib.error
+    import urllib.request
+
     from pipeline.backbones import build_backbone
+    from pipeline.envs import probe_env
     from pipeline.tracking import Tracker
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    cfg = to_config(compose_cfg(["backbone=resnet18", "backbone.pretrained=true"], outputs))
-    from pipeline.envs import probe_env
+    asked: dict[str, float] = {}
 
-    spec = probe_env(cfg.env)
-    t0 = time.monotonic()
-    with pytest.raises(ConfigError, match=r"hub is unreachable|cannot fetch"):
-        build_backbone(cfg.backbone, spec)
-    assert time.monotonic() - t0 < 2.0
-    t0 = time.monotonic()
-    with pytest.raises(ConfigError, match="no MLflow server answers"):
+    def silent_connect(address: tuple[str, int], timeout: float) -> socket.socket:
+        asked["hub"] = timeout
+        raise TimeoutError("timed out")
+
+    def silent_urlopen(url: str, timeout: float):
+        asked["mlflow"] = timeout
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", silent_connect)
+    monkeypatch.setattr(urllib.request, "urlopen", silent_urlopen)
+    cfg = to_config(compose_cfg(["backbone=resnet18", "backbone.pretrained=true"], outputs))
+    with pytest.raises(ConfigError, match=r"hub is unreachable .*backbone\.weights="):
+        build_backbone(cfg.backbone, probe_env(cfg.env))
+    with pytest.raises(ConfigError, match="no MLflow server answers there"):
         Tracker("http://10.255.255.1:5000", "pipeline", "")
-    assert time.monotonic() - t0 < 10.0
+    assert 0 < asked["hub"] <= 2.0 and 0 < asked["mlflow"] <= 10.0
