@@ -40,6 +40,7 @@ ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the default store (outpu
 bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3 and a bare PyTorch loop; writes docs/benchmarks.md
 	$(PY) benchmarks/cartpole_dqn.py $(ARGS)
 	$(PY) benchmarks/loop_overhead.py
+	$(PY) benchmarks/breakout_dqn.py
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -15,7 +15,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pipeline.errors import ConfigError
 
-IMAGE_BACKBONES_OWN = ("nature_cnn",)
+OWN_BACKBONES = ("mlp", "nature_cnn", "small_cnn")
 VECTOR_BACKBONES = ("mlp",)
 
 
@@ -23,12 +23,18 @@ VECTOR_BACKBONES = ("mlp",)
 class EnvConfig:
     name: str = MISSING
     id: str = MISSING
+    kind: str = "gym"
     obs_mode: str = "auto"
     num_envs: int = 1
     frame_size: int = 84
     frame_stack: int = 4
     max_episode_steps: int | None = None
     solved_return: float | None = None
+    clip_rewards: bool = False
+    sticky_actions: float = 0.0
+    noop_max: int = 30
+    frame_skip: int = 4
+    fire_reset: bool = True
 
 
 @dataclass
@@ -36,13 +42,34 @@ class BackboneConfig:
     name: str = MISSING
     hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
     features_dim: int = 512
+    channels: list[int] = field(default_factory=lambda: [16])
     pretrained: bool = False
     weights: str | None = None
+    feature_layer: int | None = None
+    pool: str = "avg"
+    pool_channels: int = 32
+    embed_dim: int = 0
+    layer_norm: bool = False
+    stack: str = "channels"
+    resize: bool = False
     freeze: str = "none"
+    freeze_until: str | None = None
+    bn: str = "auto"
+    lr_mult: float = 1.0
+    layer_decay: float | None = None
+    cache_features: bool = True
 
     @property
     def takes_images(self) -> bool:
         return self.name not in VECTOR_BACKBONES
+
+    @property
+    def is_timm(self) -> bool:
+        return self.name not in OWN_BACKBONES
+
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.pretrained or self.weights)
 
 
 @dataclass
@@ -130,7 +157,11 @@ def register_configs() -> None:
 
 
 OBS_MODES = ("auto", "state", "pixels")
-FREEZE = ("none", "all")
+ENV_KINDS = ("gym", "atari", "minatar", "digits")
+FREEZE = ("none", "all", "partial")
+BN_POLICIES = ("auto", "frozen", "adapt", "train")
+POOLS = ("avg", "conv")
+STACKS = ("channels", "shared")
 STRATEGIES = ("auto", "ddp_spawn", "ddp")
 PRECISIONS = ("32-true", "bf16-mixed")
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
@@ -152,9 +183,18 @@ def to_config(cfg: DictConfig) -> Config:
 
 
 def resolve_obs_mode(cfg: Config) -> None:
-    """`obs_mode=auto` follows the backbone: image backbones see rendered frames, the MLP sees state."""
-    if cfg.env.obs_mode == "auto":
-        cfg.env.obs_mode = "pixels" if cfg.backbone.takes_images else "state"
+    """`obs_mode=auto` follows the backbone: image backbones see rendered frames, the MLP sees state.
+    Atari and digits are pixels only; MinAtar's native channel grid suits our own CNNs, while timm
+    models (pretrained on photographs) get its RGB picture."""
+    e = cfg.env
+    if e.obs_mode != "auto":
+        return
+    if e.kind in ("atari", "digits"):
+        e.obs_mode = "pixels"
+    elif e.kind == "minatar":
+        e.obs_mode = "pixels" if cfg.backbone.is_timm else "state"
+    else:
+        e.obs_mode = "pixels" if cfg.backbone.takes_images else "state"
 
 
 def validate(cfg: Config) -> None:
@@ -162,11 +202,64 @@ def validate(cfg: Config) -> None:
     e, b, a, h, lg = cfg.env, cfg.backbone, cfg.algo, cfg.hardware, cfg.logger
     _check(cfg.total_env_steps > 0, "total_env_steps", cfg.total_env_steps, "must be > 0")
     _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    _check(e.kind in ENV_KINDS, "env.kind", e.kind, f"use one of {', '.join(ENV_KINDS)}")
     _check(e.obs_mode in OBS_MODES, "env.obs_mode", e.obs_mode, f"use one of {', '.join(OBS_MODES)}")
+    _check(
+        not (e.kind in ("atari", "digits") and e.obs_mode == "state"),
+        "env.obs_mode",
+        e.obs_mode,
+        f"{e.name} is observed through images only; set env.obs_mode=pixels (or auto)",
+    )
+    _check(0.0 <= e.sticky_actions < 1.0, "env.sticky_actions", e.sticky_actions, "must be in [0, 1)")
+    _check(e.noop_max >= 0, "env.noop_max", e.noop_max, "must be >= 0")
+    _check(e.frame_skip >= 1, "env.frame_skip", e.frame_skip, "must be >= 1")
     _check(e.num_envs >= 1, "env.num_envs", e.num_envs, "must be >= 1")
     _check(e.frame_size >= 16, "env.frame_size", e.frame_size, "must be >= 16 pixels")
     _check(e.frame_stack >= 1, "env.frame_stack", e.frame_stack, "must be >= 1")
     _check(b.freeze in FREEZE, "backbone.freeze", b.freeze, f"use one of {', '.join(FREEZE)}")
+    _check(
+        not (b.freeze == "partial" and not b.freeze_until),
+        "backbone.freeze",
+        b.freeze,
+        "partial freezing needs the last frozen stage, e.g. backbone.freeze_until=layer2",
+    )
+    _check(b.bn in BN_POLICIES, "backbone.bn", b.bn, f"use one of {', '.join(BN_POLICIES)}")
+    _check(b.pool in POOLS, "backbone.pool", b.pool, f"use one of {', '.join(POOLS)}")
+    _check(b.stack in STACKS, "backbone.stack", b.stack, f"use one of {', '.join(STACKS)}")
+    _check(
+        not (b.pool == "conv" and b.feature_layer is None),
+        "backbone.pool",
+        b.pool,
+        "a 1x1-conv projection needs a spatial map; set backbone.feature_layer=<stage> or backbone.pool=avg",
+    )
+    _check(b.pool_channels >= 1, "backbone.pool_channels", b.pool_channels, "must be >= 1")
+    _check(b.embed_dim >= 0, "backbone.embed_dim", b.embed_dim, "must be >= 0 (0 = no projection)")
+    _check(b.lr_mult >= 0, "backbone.lr_mult", b.lr_mult, "must be >= 0 (0 = the backbone does not move)")
+    _check(
+        b.layer_decay is None or 0 < b.layer_decay <= 1,
+        "backbone.layer_decay",
+        b.layer_decay,
+        "must be in (0, 1] or null (off)",
+    )
+    _check(
+        not (b.layer_decay is not None and not b.is_timm),
+        "backbone.layer_decay",
+        b.layer_decay,
+        f"layer-wise decay needs a timm backbone's stage structure; {b.name} has none: set it to null",
+    )
+    _check(
+        not (b.is_timm is False and (b.feature_layer is not None or b.resize or b.stack != "channels")),
+        "backbone.feature_layer",
+        b.feature_layer,
+        f"feature_layer / resize / stack apply to timm backbones, not {b.name}; leave them at their defaults",
+    )
+    _check(
+        not (b.pretrained and not b.is_timm),
+        "backbone.pretrained",
+        b.pretrained,
+        f"{b.name} has no hub weights; give backbone.weights=<file or MLflow URI> or pretrained=false",
+    )
+    _check(all(c > 0 for c in b.channels), "backbone.channels", b.channels, "conv widths must be > 0")
     _check(all(s > 0 for s in b.hidden_sizes), "backbone.hidden_sizes", b.hidden_sizes, "sizes must be > 0")
     _check(b.features_dim > 0, "backbone.features_dim", b.features_dim, "must be > 0")
     _check(
@@ -176,18 +269,18 @@ def validate(cfg: Config) -> None:
         "give either backbone.pretrained=true (hub) or backbone.weights=<file>, not both",
     )
     _check(
-        not (b.freeze == "all" and not (b.pretrained or b.weights)),
+        not (b.freeze in ("all", "partial") and not b.has_weights),
         "backbone.freeze",
         b.freeze,
         "freezing a randomly initialised backbone trains nothing useful; "
         "set backbone.weights=<file> or backbone.pretrained=true, or backbone.freeze=none",
     )
-    if b.takes_images and e.obs_mode == "state":
+    if e.kind == "gym" and b.takes_images and e.obs_mode == "state":
         raise ConfigError(
             f"env.obs_mode=state: backbone={b.name} takes images; set env.obs_mode=pixels (or auto), "
             "or use backbone=mlp for state vectors"
         )
-    if not b.takes_images and e.obs_mode == "pixels":
+    if e.kind == "gym" and not b.takes_images and e.obs_mode == "pixels":
         raise ConfigError(
             f"env.obs_mode=pixels: backbone={b.name} takes vectors; use backbone=nature_cnn or "
             "backbone=resnet18 for images, or env.obs_mode=state"

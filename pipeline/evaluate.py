@@ -15,7 +15,7 @@ class Evaluator:
     """Runs one episode per sub-env, all in lockstep; the same seeds every call, so evaluations compare."""
 
     def __init__(self, cfg: EnvConfig, episodes: int, seed: int):
-        self.env: gym.vector.VectorEnv = make_vector_env(cfg, episodes)
+        self.env: gym.vector.VectorEnv = make_vector_env(cfg, episodes, evaluation=True)
         self.seeds = [seed + i for i in range(episodes)]
 
     @torch.no_grad()

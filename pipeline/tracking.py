@@ -179,8 +179,8 @@ class Tracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.mlflow.set_tags(dict(tags))
 
-    def log_artifact(self, path: Path) -> None:
-        self.mlflow.log_artifact(str(path))
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path)
 
     def end(self, status: str, error: str | None = None) -> None:
         if self.run_id is None:

@@ -72,7 +72,7 @@ def default_run_dir(cfg: Config) -> Path:
     return Path(cfg.paths.outputs) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
 
 
-def _log_policy(tracker: Tracker, policy: torch.nn.Module, example: np.ndarray) -> str:
+def _log_policy(tracker: Tracker, policy: torch.nn.Module, example: np.ndarray, backbone_file: Path) -> str:
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
@@ -86,9 +86,34 @@ def _log_policy(tracker: Tracker, policy: torch.nn.Module, example: np.ndarray) 
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         # torch.export's pt2: loads without unpickling code and without this package installed.
         serialization_format="pt2",
+        extra_files=[str(backbone_file)],  # so models:/<name>/<version> can seed another run's backbone
     )
     tracker.set_tags({"policy_uri": info.model_uri})
     return info.model_uri
+
+
+def _weights_file(cfg: Config) -> str | None:
+    """`backbone.weights` as a local file (an MLflow URI is fetched into the outputs cache)."""
+    if not cfg.backbone.weights:
+        return None
+    from pipeline.backbones.weights import resolve
+    from pipeline.tracking import absolute_tracking_uri
+
+    cache = Path(cfg.paths.outputs) / "cache" / "weights"
+    return str(resolve(cfg.backbone.weights, absolute_tracking_uri(cfg.logger.tracking_uri), cache))
+
+
+def save_backbone(policy: torch.nn.Module, run_dir: Path) -> Path:
+    """The backbone's weights (its own key names), for `backbone.weights=runs:/<id>/weights/...` later."""
+    from safetensors.torch import save_file
+
+    from pipeline.backbones.weights import BACKBONE_FILE
+
+    path = run_dir / "weights" / BACKBONE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = policy.encoder.backbone_module().state_dict()
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
+    return path
 
 
 def _ensure_writable(run_dir: Path, outputs: str) -> None:
@@ -115,8 +140,9 @@ def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
     if cfg.hardware.threads > 0:
         torch.set_num_threads(cfg.hardware.threads)
     spec = probe_env(cfg.env)
+    weights_file = _weights_file(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
-    module = DQN(cfg, spec)
+    module = DQN(cfg, spec, weights_file=weights_file)
     if resumption is not None:
         module.load_state_dict(resumption.checkpoint["state_dict"])
         module.resume_from = resumption.checkpoint
@@ -214,8 +240,10 @@ def _fit_and_log(
         tracker.mlflow.log_metrics({**final, "train/env_steps": env_steps}, step=env_steps)
         tracker.set_tags({"solved": str(solved).lower()})
         tracker.log_artifact(plot_learning_curve(target, run_dir / "learning_curve.png", run_name))
+        backbone_file = save_backbone(policy, run_dir)
+        tracker.log_artifact(backbone_file, "weights")
         if cfg.logger.log_model:
-            model_uri = _log_policy(tracker, policy, example)
+            model_uri = _log_policy(tracker, policy, example, backbone_file)
     return RunResult(
         run_id=target.run_id if target else None,
         env_steps=env_steps,

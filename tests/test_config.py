@@ -77,8 +77,8 @@ BAD_CLI = [
     (["backbone=resnet18", "backbone.name=resnet_nope"], "not a timm model"),  # unknown timm model
     (["backbone=resnet18", "backbone.pretrained=true"], "backbone.weights="),  # hub offline
     (["backbone.weights=/no/such/file.pth"], "no such file"),  # weights file missing
-    (["backbone.weights={wrong_arch}"], "cannot load into this backbone"),  # weights of another net
-    (["backbone.weights={corrupt}"], "cannot load into this backbone"),  # weights file corrupt
+    (["backbone.weights={wrong_arch}"], "lacks 2 of this backbone's tensors"),  # weights of another net
+    (["backbone.weights={corrupt}"], "not a readable weights file"),  # weights file corrupt
     (["logger.tracking_uri=http://127.0.0.1:9"], "no MLflow server answers"),  # MLflow URI that does not answer
     (["paths.outputs={file}/outputs"], "point paths.outputs at a writable directory"),  # outputs not writable
     (["resume={missing}"], "not a run dir nor an MLflow run id"),  # resume target that does not exist

@@ -107,7 +107,7 @@ def test_checkpoints_are_written_atomically(outputs: Path) -> None:
     files = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert files == ["last.ckpt"]  # no temporary file left behind
     data = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert data["pipeline"]["buffer"]["size"] == 512 and data["counters"]["global_env_steps"] == 512
+    assert data["pipeline"]["buffer"]["filled"] == 512 and data["counters"]["global_env_steps"] == 512
     assert data["optimizer_states"] and any(k.startswith("target_net.") for k in data["state_dict"])
 
 

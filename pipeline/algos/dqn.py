@@ -35,7 +35,7 @@ from pipeline.config import Config
 from pipeline.envs import EnvSpec, make_vector_env
 from pipeline.errors import ConfigError, RunFailure
 from pipeline.evaluate import Evaluator
-from pipeline.networks import QNetwork, build_q_network
+from pipeline.networks import QNetwork, build_q_network, param_groups, target_copy
 from pipeline.optim import clip_grad_norm
 from pipeline.tracking import MetricWriter, RunTarget
 
@@ -98,18 +98,23 @@ class _Ticks(IterableDataset):
 
 
 class DQN(pl.LightningModule):
-    def __init__(self, cfg: Config, spec: EnvSpec, run_target: RunTarget | None = None):
+    def __init__(
+        self, cfg: Config, spec: EnvSpec, run_target: RunTarget | None = None, weights_file: str | None = None
+    ):
         super().__init__()
         self.automatic_optimization = False
         self.cfg = cfg
         self.spec = spec
         self.run_target = run_target
-        self.q_net: QNetwork = build_q_network(cfg.backbone, spec)
+        self.q_net: QNetwork = build_q_network(cfg.backbone, spec, weights_file)
         if cfg.hardware.channels_last and spec.is_image:
             self.q_net = self.q_net.to(memory_format=torch.channels_last)
         # A submodule (moved and checkpointed with the rest) whose parameters need no grad, so DDP's
-        # reducer ignores them; `train()` below keeps it in eval mode.
-        self.target_net: QNetwork = copy.deepcopy(self.q_net).requires_grad_(False).eval()
+        # reducer ignores them; `train()` below keeps it in eval mode. A frozen encoder is shared.
+        self.target_net: QNetwork = target_copy(self.q_net)
+        # Frozen-feature cache: the frozen encoder runs once per env step (on the vector envs' batch) and
+        # the buffer stores its features; gradient steps and targets then run the heads alone.
+        self.cache_features = self.q_net.encoder.frozen and cfg.backbone.cache_features
         self.loop = LoopState()
         self.last_eval_step = -1
         self.last_eval_return = float("nan")
@@ -142,9 +147,9 @@ class DQN(pl.LightningModule):
         return DataLoader(_Ticks(), batch_size=None)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.q_net.parameters() if p.requires_grad]
-        fused = all(p.device.type in ("cpu", "cuda") for p in params)
-        return torch.optim.Adam(params, lr=self.cfg.algo.lr, fused=fused)
+        groups = param_groups(self.q_net, self.cfg.backbone, self.cfg.algo.lr)
+        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        return torch.optim.Adam(groups, lr=self.cfg.algo.lr, fused=fused)
 
     def setup(self, stage: str) -> None:
         """Spawned DDP ranks receive this module through torch.multiprocessing, which moves CPU tensors
@@ -172,8 +177,12 @@ class DQN(pl.LightningModule):
         n = cfg.env.num_envs
         self.loop.steps_per_vec = n * self.trainer.world_size
         self.rng = np.random.default_rng(cfg.seed + 7919 * (rank + 1))
+        if self.cache_features:
+            item_shape, item_dtype, stack = self.q_net.encoder.out_shape, torch.float32, 1
+        else:
+            item_shape, item_dtype, stack = self.spec.obs_shape, self.spec.obs_dtype, self.spec.frame_stack
         self.buffer = ReplayBuffer(
-            cfg.algo.buffer_size, self.spec.obs_shape, self.spec.obs_dtype, self.device, seed=cfg.seed + rank
+            cfg.algo.buffer_size, item_shape, item_dtype, n, stack, self.device, seed=cfg.seed + rank
         )
         self.optimizer = self.optimizers(use_pl_optimizer=False)
         if self.resume_from is not None:
@@ -190,7 +199,10 @@ class DQN(pl.LightningModule):
         compile_ = torch.compile if cfg.hardware.compile else (lambda net: net)
         # Plain attributes of a plain object: assigned to the module, they would be registered as
         # submodules and duplicated in every checkpoint.
-        self.fwd = Forwards(q=compile_(self.q_net), target=compile_(self.target_net))
+        if self.cache_features:
+            self.fwd = Forwards(q=compile_(self.q_net.head), target=compile_(self.target_net.head))
+        else:
+            self.fwd = Forwards(q=compile_(self.q_net), target=compile_(self.target_net))
         self.q_net.eval()  # acting mode; gradient rounds switch to train mode
         # A resume without the buffer waits until it holds learning_starts transitions again.
         refill = self.resume_from is not None and not self.restored_buffer
@@ -202,10 +214,11 @@ class DQN(pl.LightningModule):
             self.evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed + EVAL_SEED_OFFSET)
             if self.run_target is not None:
                 self.writer = MetricWriter(self.run_target, cfg.logger.flush_every_s)
+                self.writer.log({"replay/bytes_per_transition": self.buffer.bytes_per_transition()}, 0)
                 if self.resume_from is not None:
                     run_id = self.run_target.run_id
                     self.writer.client.set_tag(run_id, "resume_buffer_restored", str(self.restored_buffer).lower())
-                    self.writer.client.set_tag(run_id, "resume_buffer_size", str(len(self.buffer)))
+                    self.writer.client.set_tag(run_id, "resume_buffer_size", str(self.buffer.stored()))
         self._chunk_start = time.perf_counter()
 
     def on_train_end(self) -> None:
@@ -261,7 +274,7 @@ class DQN(pl.LightningModule):
                 "numpy": json.dumps(self.rng.bit_generator.state),
                 "torch": torch.get_rng_state(),
             },
-            "buffer": self.buffer.state_dict() if include_buffer else None,
+            "buffer": self.buffer.state_dict(self._items(self.loop.obs)) if include_buffer else None,
         }
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
@@ -328,25 +341,36 @@ class DQN(pl.LightningModule):
             )
 
     @torch.inference_mode()
-    def _act(self, obs: np.ndarray, eps: float) -> np.ndarray:
+    def _items(self, obs: np.ndarray) -> np.ndarray | torch.Tensor:
+        """What the buffer stores for these observations: themselves, or their frozen features."""
+        if not self.cache_features:
+            return obs
+        return self.q_net.encoder(torch.from_numpy(np.asarray(obs)).to(self.device))
+
+    @torch.inference_mode()
+    def _act(self, obs: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray | torch.Tensor]:
+        """ε-greedy actions, and the buffer items of `obs` (computed once, for acting and storing)."""
         n = obs.shape[0]
         actions = self.rng.integers(0, self.spec.n_actions, size=n)
         explore = self.rng.random(n) < eps
+        items = self._items(obs)
         if not explore.all():
-            greedy = self.q_net(torch.from_numpy(obs).to(self.device)).argmax(dim=1).cpu().numpy()
-            actions = np.where(explore, actions, greedy)
-        return actions
+            q = self.q_net.head(items) if self.cache_features else self.q_net(torch.from_numpy(obs).to(self.device))
+            actions = np.where(explore, actions, q.argmax(dim=1).cpu().numpy())
+        return actions, items
 
     def _collect(self, eps: float) -> None:
         loop = self.loop
-        actions = self._act(loop.obs, eps)
+        actions, items = self._act(loop.obs, eps)
         next_obs, rewards, terminated, truncated, info = self.env.step(actions)
         finished = np.flatnonzero(terminated | truncated)
-        stored_next = next_obs
-        if finished.size:  # the stored transition ends in the final obs, not the reset one
-            stored_next = next_obs.copy()
-            stored_next[finished] = np.stack([info["final_obs"][i] for i in finished])
-        self.buffer.add(loop.obs, actions, rewards, stored_next, terminated)
+        finals = None
+        cut = np.flatnonzero(truncated & ~terminated)
+        if cut.size:  # a time limit: the target bootstraps from the final obs, not the reset one
+            final_obs = np.stack([info["final_obs"][i] for i in cut])
+            finals = dict(zip(cut.tolist(), self._items(final_obs), strict=True))
+        train_rewards = np.sign(rewards) if self.cfg.env.clip_rewards else rewards
+        self.buffer.add(items, actions, train_rewards, terminated, truncated, finals)
         loop.obs = next_obs
         loop.vec_steps += 1
         loop.ep_return += rewards
@@ -390,8 +414,10 @@ class DQN(pl.LightningModule):
     @torch.no_grad()
     def _sync_target(self) -> None:
         tau = self.cfg.algo.tau
-        online = self.q_net.state_dict()
-        for name, t in self.target_net.state_dict().items():
+        shared = self.target_net.encoder is self.q_net.encoder
+        source, dest = (self.q_net.head, self.target_net.head) if shared else (self.q_net, self.target_net)
+        online = source.state_dict()
+        for name, t in dest.state_dict().items():
             o = online[name]
             if tau >= 1.0 or not t.is_floating_point():
                 t.copy_(o)

@@ -1,8 +1,15 @@
-"""gymnasium vector environments and the wrappers that turn them into what a backbone sees."""
+"""gymnasium environments, built from the `env` config group, vectorised.
+
+One module per family (`classic`, `atari`, `minatar`, `digits`); each exposes `make(cfg, evaluation)`
+returning a single gymnasium env whose image observations are uint8 `[channels, height, width]` —
+for frame stacks, `[frame_stack, height, width]` grayscale — so every backbone and the replay buffer
+see one layout.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -23,40 +30,42 @@ class EnvSpec:
     obs_shape: tuple[int, ...]
     obs_dtype: np.dtype
     n_actions: int
-    is_image: bool
+    is_image: bool  # uint8 [C, H, W]: scaled by 1/255 and normalised by the backbone's statistics
     solved_return: float | None
+    frame_stack: int = 1  # >1: obs[0:k] are k consecutive frames, stored once each in the replay buffer
 
 
-def _make_single(cfg: EnvConfig, render: bool = False) -> gym.Env:
-    kwargs: dict = {}
-    if cfg.max_episode_steps is not None:
-        kwargs["max_episode_steps"] = cfg.max_episode_steps
-    pixels = cfg.obs_mode == "pixels"
-    if pixels or render:
-        kwargs["render_mode"] = "rgb_array"
-    try:
-        env = gym.make(cfg.id, **kwargs)
-    except gym.error.Error as ex:
-        raise ConfigError(f"env.id={cfg.id}: not a registered gymnasium environment ({ex})") from None
-    if pixels:
-        env = gym.wrappers.AddRenderObservation(env, render_only=True)
-        env = gym.wrappers.GrayscaleObservation(env, keep_dim=False)
-        env = gym.wrappers.ResizeObservation(env, (cfg.frame_size, cfg.frame_size))
-        env = gym.wrappers.FrameStackObservation(env, cfg.frame_stack)
-    return env
+def _builder(kind: str) -> Callable[[EnvConfig, bool], gym.Env]:
+    if kind == "gym":
+        from pipeline.envs.classic import make
+    elif kind == "atari":
+        from pipeline.envs.atari import make
+    elif kind == "minatar":
+        from pipeline.envs.minatar import make
+    elif kind == "digits":
+        from pipeline.envs.digits import make
+    else:
+        raise ConfigError(f"env.kind={kind}: use one of gym, atari, minatar, digits")
+    return make
 
 
-def make_vector_env(cfg: EnvConfig, num_envs: int) -> gym.vector.VectorEnv:
+def make_env(cfg: EnvConfig, evaluation: bool = False) -> gym.Env:
+    """One env. `evaluation=True` gives the held-out variant where a family has one (digits)."""
+    return _builder(cfg.kind)(cfg, evaluation)
+
+
+def make_vector_env(cfg: EnvConfig, num_envs: int, evaluation: bool = False) -> gym.vector.VectorEnv:
     """Synchronous vector env whose finished sub-envs reset in the same step (final obs in info)."""
+    build = _builder(cfg.kind)
     return gym.vector.SyncVectorEnv(
-        [lambda: _make_single(cfg) for _ in range(num_envs)],
+        [lambda: build(cfg, evaluation) for _ in range(num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
 
 
 def probe_env(cfg: EnvConfig) -> EnvSpec:
     """Build one env to read its spaces; refuses what DQN cannot act in."""
-    env = _make_single(cfg)
+    env = make_env(cfg)
     try:
         obs_space, act_space = env.observation_space, env.action_space
         if not isinstance(act_space, gym.spaces.Discrete):
@@ -69,12 +78,15 @@ def probe_env(cfg: EnvConfig) -> EnvSpec:
         solved = cfg.solved_return
         if solved is None and env.spec is not None:
             solved = env.spec.reward_threshold
+        is_image = len(obs_space.shape) == 3 and obs_space.dtype == np.uint8
+        stacked = is_image and cfg.obs_mode == "pixels" and cfg.kind in ("gym", "atari") and cfg.frame_stack > 1
         return EnvSpec(
             obs_shape=tuple(obs_space.shape),
             obs_dtype=np.dtype(obs_space.dtype),
             n_actions=int(act_space.n),
-            is_image=cfg.obs_mode == "pixels",
+            is_image=is_image,
             solved_return=solved,
+            frame_stack=cfg.frame_stack if stacked else 1,
         )
     finally:
         env.close()
