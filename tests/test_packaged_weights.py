@@ -152,3 +152,28 @@ def test_cli_prints_path_and_command(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert out.is_file()
     assert f"backbone.weights={out.resolve()}" in line and f"{TIMM_NAME}" in line
     assert len(line.splitlines()) == 1
+
+
+def test_the_pipeline_backbone_sees_what_imagenet_sees(converted: Path, outputs: Path) -> None:
+    """Through the pipeline's own loader and preprocessing (uint8 frames, the model's mean/std), the
+    backbone's features are the reference model's, and its classifier still reads a daisy."""
+    import numpy as np
+
+    from pipeline.config import to_config
+    from pipeline.envs import EnvSpec
+    from pipeline.networks import build_q_network
+    from tests.conftest import compose_cfg
+
+    cfg = to_config(compose_cfg(["backbone=tf_efficientnet_lite0", f"backbone.weights={converted}", "backbone.freeze=all"], outputs))
+    spec = EnvSpec((3, 224, 224), np.dtype(np.uint8), n_actions=10, is_image=True, solved_return=None)
+    net = build_q_network(cfg.backbone, spec).eval()
+    reference = _loaded(converted).eval()
+    photo = Image.fromarray(load_sample_image("flower.jpg")).resize((224, 224), Image.BICUBIC)
+    frame = torch.from_numpy(np.asarray(photo).transpose(2, 0, 1).copy()).unsqueeze(0)  # uint8, as an env gives it
+    with torch.no_grad():
+        ours = net.encoder(frame)
+        x = (frame.float() / 255 - torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)) / 0.5
+        theirs = reference.forward_head(reference.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+        label = int(reference.get_classifier()(ours).argmax())
+    assert (label, ImageNetInfo().index_to_description(label)) == EXPECTED["flower.jpg"]
