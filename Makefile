@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-all sweep ui bench weights lint format clean
+.PHONY: help run test test-all sweep experiment report ui bench weights lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps 'hydra-optuna-sweeper==1.3.0'  # see pyproject.toml
 	touch $(STAMP)
 
 $(BENCH_STAMP): $(STAMP)
@@ -31,8 +32,14 @@ test: $(STAMP) ## run the test suite (CI: no GPU, slow learning tests excluded)
 test-all: $(STAMP) ## run every test, the slow learning tests included
 	$(PY) -m pytest $(ARGS)
 
-sweep: $(STAMP) ## a small multirun grid: DQN vs Double DQN, two seeds each
-	$(PY) -m pipeline -m algo=dqn,double_dqn seed=0,1 total_env_steps=20000 progress=true $(ARGS)
+sweep: $(STAMP) ## a small parallel grid: DQN vs Double DQN, two seeds each, ending with its report
+	$(PY) -m pipeline -m sweep=grid algo=dqn,double_dqn seed=0,1 total_env_steps=20000 $(ARGS)
+
+experiment: $(STAMP) ## does an ImageNet backbone help? scratch vs frozen vs fine-tuned, 5 seeds, report (~15 min)
+	$(PY) -m pipeline -m experiment=pretrained_vs_scratch $(ARGS)
+
+report: $(STAMP) ## the comparison report of the newest sweep (ARGS="sweep=<parent run id>" for another)
+	$(PY) -m pipeline.report $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the default store (outputs/mlflow.db)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
@@ -44,6 +51,7 @@ bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3 and a bare PyTorch
 	$(PY) benchmarks/cartpole_dqn.py $(ARGS)
 	$(PY) benchmarks/loop_overhead.py
 	$(PY) benchmarks/breakout_dqn.py
+	$(PY) benchmarks/sweep_parallel.py
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check .

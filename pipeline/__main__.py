@@ -46,20 +46,31 @@ def _remove_refused_run_dir(outputs_root: str) -> None:
 def job(cfg: DictConfig) -> float:
     global _job_started
     _job_started = True
+    from pipeline import sweep
+    from pipeline.startup import mark_job_start
+
+    mark_job_start()
+    in_sweep = sweep.in_sweep()
     try:
         to_config(cfg)  # fast refusal of a bad config, before torch, Lightning and MLflow are imported
         from pipeline.train import train
 
         result = train(cfg)
-    except (ConfigError, RunFailure) as ex:
+    except Exception as ex:
         refused = isinstance(ex, ConfigError)  # bad input (exit 2) vs a run that failed (exit 1)
         if refused:
             _remove_refused_run_dir(cfg.paths.outputs)
-        if os.environ.get("PIPELINE_TRACEBACK") == "1":
+        if in_sweep:  # one job's failure is reported at the end of the sweep; the others go on
+            sweep.record_job("refused" if refused else "failed", error=f"{type(ex).__name__}: {one_line(ex)}")
+            print(f"error: job failed: {one_line(ex)}", file=sys.stderr, flush=True)
+            return float("nan")
+        if not isinstance(ex, ConfigError | RunFailure) or os.environ.get("PIPELINE_TRACEBACK") == "1":
             raise
         # Exit from inside the job: Hydra would otherwise print its own multi-line report first.
         print(f"error: {ex}", file=sys.stderr, flush=True)
         raise SystemExit(2 if refused else 1) from None
+    if in_sweep:
+        sweep.record_job("finished", value=result.eval_return_mean, run_id=result.run_id)
     status = "solved" if result.solved else "finished"
     print(
         f"{status}: eval return {result.eval_return_mean:.1f} ± {result.eval_return_std:.1f} "
@@ -81,7 +92,10 @@ def main() -> None:
     except (ConfigError, HydraException, OmegaConfBaseException) as ex:
         if user_wants_traceback:
             raise
-        print(f"error: {one_line(ex)}", file=sys.stderr, flush=True)
+        message = one_line(ex)
+        if "hydra/launcher" in message:  # sweep=slurm / sweep=ray without their plugins
+            message += "; install the cluster launchers with: pip install -e '.[cluster]'"
+        print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
     except OSError as ex:
         if user_wants_traceback or _job_started:

@@ -6,6 +6,7 @@ Each filter names a message we understand; anything else still reaches the user.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 _MESSAGES = (
@@ -19,6 +20,7 @@ _MESSAGES = (
 
 
 def silence_known_noise() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model logged
     for pattern in _MESSAGES:
         warnings.filterwarnings("ignore", pattern)
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):

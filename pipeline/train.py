@@ -21,6 +21,7 @@ from pipeline.envs import probe_env
 from pipeline.errors import ConfigError, one_line
 from pipeline.evaluate import Evaluator
 from pipeline.progress import EnvStepProgress
+from pipeline.sweep import sweep_tags
 from pipeline.tracking import RunTarget, Tracker, flatten, git_commit, plot_learning_curve
 
 
@@ -159,7 +160,7 @@ def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
 
     target: RunTarget | None = None
     if tracker is not None:
-        tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), **_hydra_tags()}
+        tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), **_hydra_tags(), **sweep_tags()}
         if resumption is not None and resumption.record.run_id:
             done = resumption.checkpoint["counters"]["global_env_steps"]
             tags["resumed_at_step"] = str(done)

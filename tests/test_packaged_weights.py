@@ -164,7 +164,9 @@ def test_the_pipeline_backbone_sees_what_imagenet_sees(converted: Path, outputs:
     from pipeline.networks import build_q_network
     from tests.conftest import compose_cfg
 
-    cfg = to_config(compose_cfg(["backbone=tf_efficientnet_lite0", f"backbone.weights={converted}", "backbone.freeze=all"], outputs))
+    cfg = to_config(
+        compose_cfg(["backbone=tf_efficientnet_lite0", f"backbone.weights={converted}", "backbone.freeze=all"], outputs)
+    )
     spec = EnvSpec((3, 224, 224), np.dtype(np.uint8), n_actions=10, is_image=True, solved_return=None)
     net = build_q_network(cfg.backbone, spec).eval()
     reference = _loaded(converted).eval()

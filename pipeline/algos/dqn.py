@@ -37,6 +37,7 @@ from pipeline.errors import ConfigError, RunFailure
 from pipeline.evaluate import Evaluator
 from pipeline.networks import QNetwork, build_q_network, param_groups, target_copy
 from pipeline.optim import clip_grad_norm
+from pipeline.startup import startup_s
 from pipeline.tracking import MetricWriter, RunTarget
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,9 @@ class DQN(pl.LightningModule):
             self.evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed + EVAL_SEED_OFFSET)
             if self.run_target is not None:
                 self.writer = MetricWriter(self.run_target, cfg.logger.flush_every_s)
-                self.writer.log({"replay/bytes_per_transition": self.buffer.bytes_per_transition()}, 0)
+                # Start-up cost: process start (imports, env and network building) to the first env step.
+                startup = {"perf/startup_s": startup_s()}
+                self.writer.log({"replay/bytes_per_transition": self.buffer.bytes_per_transition(), **startup}, 0)
                 if self.resume_from is not None:
                     run_id = self.run_target.run_id
                     self.writer.client.set_tag(run_id, "resume_buffer_restored", str(self.restored_buffer).lower())

@@ -158,10 +158,10 @@ def build_backbone(cfg: BackboneConfig, spec: EnvSpec, weights_file: str | None 
     """The encoder for this env, weights loaded and the fine-tuning policy applied; nothing re-initialises it
     later. `weights_file` is `backbone.weights` resolved to a local file (see `weights.resolve`)."""
     if weights_file is None and cfg.weights:
-        from pipeline.backbones.weights import is_mlflow_uri, resolve
+        from pipeline.backbones.weights import needs_resolving, resolve
 
-        if is_mlflow_uri(cfg.weights):
-            raise ValueError("an MLflow URI must be resolved to a file first: pass weights_file (see train.py)")
+        if needs_resolving(cfg.weights):
+            raise ValueError("an MLflow/packaged source must be resolved to a file first: pass weights_file")
         weights_file = str(resolve(cfg.weights, "", Path()))
     if cfg.name in OWN_BACKBONES:
         body = _own(cfg, spec)

