@@ -26,11 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cartpole_dqn import ROOT, _write_section
 
 GRID = ["seed=0,1,2,3"]
-JOB = ["total_env_steps=10000", "eval.stop_on_solve=false", "eval.every_env_steps=5000", "progress=false"]
+JOB = ["total_env_steps=20000", "eval.stop_on_solve=false", "eval.every_env_steps=5000", "progress=false"]
 KINDS = {"sequential": [], "joblib": ["sweep=grid"]}
 
 
-def _sweep(kind: str) -> tuple[float, list[float]]:
+def _sweep(kind: str) -> tuple[float, float, list[float]]:
+    """Wall time of the whole command, the jobs' span (first job start to last job end, from MLflow),
+    and each job's start-up cost."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "outputs"
         cmd = [sys.executable, "-m", "pipeline", "-m", *KINDS[kind], *GRID, *JOB, f"paths.outputs={out}"]
@@ -44,10 +46,12 @@ def _sweep(kind: str) -> tuple[float, list[float]]:
 
         client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-        startup = [r.data.metrics["perf/startup_s"] for r in runs if "perf/startup_s" in r.data.metrics]
+        jobs = [r for r in runs if r.data.tags.get("sweep_parent") != "true"]
+        startup = [r.data.metrics["perf/startup_s"] for r in jobs if "perf/startup_s" in r.data.metrics]
         if len(startup) != 4:
             raise SystemExit(f"{kind}: expected 4 jobs with perf/startup_s, got {len(startup)}")
-        return wall, startup
+        span = (max(r.info.end_time for r in jobs) - min(r.info.start_time for r in jobs)) / 1000
+        return wall, span, startup
 
 
 def main() -> None:
@@ -56,17 +60,21 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     walls: dict[str, list[float]] = {k: [] for k in KINDS}
+    spans: dict[str, list[float]] = {k: [] for k in KINDS}
     startups: dict[str, list[float]] = {k: [] for k in KINDS}
     t_all = time.perf_counter()
     for i in range(args.repeats):
         for kind in KINDS if i % 2 == 0 else reversed(list(KINDS)):
-            wall, startup = _sweep(kind)
+            wall, span, startup = _sweep(kind)
             walls[kind].append(wall)
+            spans[kind].append(span)
             startups[kind] += startup
-            print(f"{kind:10s} round {i}: {wall:6.1f} s wall, start-up per job {statistics.median(startup):.1f} s")
-    seq, par = statistics.median(walls["sequential"]), statistics.median(walls["joblib"])
-    speedup = seq / par
+            up = statistics.median(startup)
+            print(f"{kind:10s} round {i}: {wall:6.1f} s wall, jobs {span:6.1f} s, start-up {up:.1f} s")
+    speedup = statistics.median(walls["sequential"]) / statistics.median(walls["joblib"])
+    job_speedup = statistics.median(spans["sequential"]) / statistics.median(spans["joblib"])
     verdict = "PASS" if speedup >= 1.7 else "FAIL"
+    job_verdict = "PASS" if job_speedup >= 1.7 else "FAIL"
     lines = [
         "## Parallel grid: sequential vs joblib",
         "",
@@ -75,19 +83,24 @@ def main() -> None:
         "",
         f"A 4-job grid (`python -m pipeline -m {' '.join(GRID)} {' '.join(JOB)}`), each job CartPole DQN, MLflow on.",
         "",
-        "| launcher | wall time per sweep (median, all) | start-up per job: process start → first env step |",
-        "|---|---|---|",
+        "| launcher | command wall time (median; all) | jobs' span: first start → last end (median; all) "
+        "| start-up per job: process start → first env step (median, range) |",
+        "|---|---|---|---|",
     ]
     for kind in KINDS:
-        w, s = walls[kind], startups[kind]
+        w, sp, s = walls[kind], spans[kind], startups[kind]
         lines.append(
             f"| {kind} | {statistics.median(w):.1f} s ({', '.join(f'{x:.1f}' for x in w)}) | "
+            f"{statistics.median(sp):.1f} s ({', '.join(f'{x:.1f}' for x in sp)}) | "
             f"{statistics.median(s):.2f} s ({min(s):.2f}–{max(s):.2f}) |"
         )
     lines += [
         "",
-        f"Speed-up joblib / sequential: **{speedup:.2f}×** (target ≥ 1.7×: {verdict}). The whole benchmark took "
-        f"{time.perf_counter() - t_all:.0f} s.",
+        f"Speed-up joblib / sequential, whole command: **{speedup:.2f}×** (target ≥ 1.7×: {verdict}); "
+        f"jobs' span: **{job_speedup:.2f}×** ({job_verdict}). The command's fixed part — interpreter and Hydra "
+        "start, the sweep's parent run, the report at the end — runs once in both and is not parallel. "
+        "Sequential jobs after the first share one process, so their start-up has no imports; each joblib "
+        f"worker is a fresh process. The whole benchmark took {time.perf_counter() - t_all:.0f} s.",
         "",
     ]
     text = "\n".join(lines)
