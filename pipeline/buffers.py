@@ -16,15 +16,22 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from pipeline.sumtree import SumTree
+
 
 class Batch(NamedTuple):
-    """Transitions; every field has leading dims [n_batches, batch_size]."""
+    """Transitions; every field has leading dims [n_batches, batch_size]. With n-step returns `rewards`
+    is the discounted sum over up to n steps and `next_obs` the observation after them; the TD target
+    is `rewards + discounts * V(next_obs)`."""
 
     obs: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     next_obs: torch.Tensor
-    terminated: torch.Tensor
+    terminated: torch.Tensor  # the episode terminated within the n steps (no bootstrap)
+    discounts: torch.Tensor  # gamma**m (m = steps taken, <= n), 0 where terminated
+    weights: torch.Tensor  # importance-sampling weights (prioritised replay; else ones)
+    indices: torch.Tensor  # flat slot of each transition, for `update_priorities`
 
 
 def _torch_dtype(dtype: np.dtype | torch.dtype) -> torch.dtype:
@@ -47,10 +54,15 @@ class ReplayBuffer:
         frame_stack: int = 1,
         device: torch.device | str = "cpu",
         seed: int = 0,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        priority_alpha: float | None = None,
     ):
         self.num_envs = num_envs
         self.k = frame_stack
-        self.rows = max(-(-capacity // num_envs), frame_stack + 1)
+        self.n_step = n_step
+        self.gamma = gamma
+        self.rows = max(-(-capacity // num_envs), frame_stack + n_step)
         self.capacity = self.rows * num_envs
         self.device = torch.device(device)
         shape = (self.rows, num_envs)
@@ -71,6 +83,12 @@ class ReplayBuffer:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self._offsets = torch.arange(-(self.k - 1), 1, device=self.device)
+        # Prioritised replay: priorities p**alpha in a sum-tree over the flat slots; only sampleable
+        # transitions have a non-zero leaf (a new one gets the largest priority seen so far).
+        self.alpha = priority_alpha
+        self.tree = SumTree(self.capacity, self.device) if priority_alpha is not None else None
+        self.max_priority = 1.0
+        self._pending: list[tuple[range, int | None]] = []
 
     def __len__(self) -> int:
         """Transitions that can be sampled (their next observation and their stack's history are present)."""
@@ -81,9 +99,13 @@ class ReplayBuffer:
         return self.filled * self.num_envs
 
     def _sampleable_rows(self) -> int:
+        """Rows whose n next rows are written and, once wrapped, whose frame history is intact."""
         if self.filled < self.rows:
-            return max(self.filled - 1, 0)
-        return self.rows - self.k
+            return max(self.filled - self.n_step, 0)
+        return self.rows - (self.k - 1) - self.n_step
+
+    def _first_row(self) -> int:
+        return 0 if self.filled < self.rows else (self.pos + self.k - 1) % self.rows
 
     def bytes_per_transition(self) -> float:
         """Allocated bytes / capacity: what one stored transition costs."""
@@ -128,6 +150,42 @@ class ReplayBuffer:
         self._ep_hist = np.where(done, 0, np.minimum(self._ep_hist + 1, self.k - 1)).astype(np.uint8)
         self.pos = (row + 1) % self.rows
         self.filled = min(self.filled + 1, self.rows)
+        if self.tree is not None:
+            # Row `row` and the rows whose history it overwrote leave the tree; the row that now has its
+            # n next rows enters it. Applied in one tree update before the next sample (`_flush`).
+            gone = range(row, row + self.k) if self.filled == self.rows else range(row, row + 1)
+            ready = row - self.n_step if self._sampleable_rows() > 0 else None
+            self._pending.append((gone, ready))
+
+    def _flush(self) -> None:
+        """Apply the pending row changes to the sum-tree, in order, as one batched update."""
+        if not self._pending or self.tree is None:
+            return
+        new = self.max_priority**self.alpha  # type: ignore[operator]
+        final: dict[int, float] = {}
+        for gone, ready in self._pending:
+            for r in gone:
+                base = (r % self.rows) * self.num_envs
+                final.update(dict.fromkeys(range(base, base + self.num_envs), 0.0))
+            if ready is not None:
+                base = (ready % self.rows) * self.num_envs
+                final.update(dict.fromkeys(range(base, base + self.num_envs), new))
+        self._pending.clear()
+        self.tree.set(torch.tensor(list(final)), torch.tensor(list(final.values())))
+
+    def priorities(self) -> torch.Tensor:
+        """Each slot's sampling priority (p ** alpha; 0 where not sampleable)."""
+        assert self.tree is not None
+        self._flush()
+        return self.tree.state_dict()["leaves"]
+
+    def update_priorities(self, indices: torch.Tensor, td_errors: torch.Tensor, eps: float = 1e-6) -> None:
+        """New priorities |δ| + eps (to the power alpha) for the sampled slots."""
+        assert self.tree is not None and self.alpha is not None
+        self._flush()
+        priority = td_errors.detach().abs().double().flatten() + eps
+        self.max_priority = max(self.max_priority, float(priority.max()))
+        self.tree.set(indices.flatten(), priority**self.alpha)
 
     def _stack(self, rows: torch.Tensor, cols: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
         if self.k == 1:
@@ -135,27 +193,56 @@ class ReplayBuffer:
         offsets = torch.maximum(self._offsets.unsqueeze(0), -hist.long().unsqueeze(1))  # [B, k]
         return self.items[(rows.unsqueeze(1) + offsets) % self.rows, cols.unsqueeze(1)]
 
-    def sample(self, batch_size: int, n_batches: int = 1) -> Batch:
-        """Uniform sample with replacement, all batches in one gather."""
+    def sample(self, batch_size: int, n_batches: int = 1, beta: float = 1.0) -> Batch:
+        """All batches in one gather: uniform with replacement, or proportional to priority (with
+        importance weights (N P(i))^-beta, normalised by the batch's largest) when prioritised."""
         n_rows = self._sampleable_rows()
         if n_rows == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        start = 0 if self.filled < self.rows else self.pos + self.k - 1  # oldest row with a full history
         count = n_batches * batch_size
         g = self.generator
-        rows = (torch.randint(0, n_rows, (count,), device=self.device, generator=g) + start) % self.rows
-        cols = torch.randint(0, self.num_envs, (count,), device=self.device, generator=g)
+        weights = torch.ones(count, device=self.device)
+        if self.tree is None:
+            rows = (torch.randint(0, n_rows, (count,), device=self.device, generator=g) + self._first_row()) % self.rows
+            cols = torch.randint(0, self.num_envs, (count,), device=self.device, generator=g)
+        else:
+            self._flush()
+            total = self.tree.total
+            # Stratified: one draw per equal slice of the total priority mass.
+            u = (torch.arange(count, device=self.device) + torch.rand(count, device=self.device, generator=g)) / count
+            slots = self.tree.find(torch.clamp(u * total, max=total * (1 - 1e-12))).to(self.device)
+            rows, cols = slots // self.num_envs, slots % self.num_envs
+            prob = self.tree.tree[slots.to(self.tree.tree.device) + self.tree.n_leaves].to(self.device) / total
+            w = (n_rows * self.num_envs * prob).clamp(min=1e-12) ** (-beta)
+            weights = (w / w.max()).float()
         hist = self.hist[rows, cols]
         obs = self._stack(rows, cols, hist)
-        next_obs = self._stack(rows + 1, cols, torch.clamp(hist.long() + 1, max=self.k - 1))
-        cut = self.truncated[rows, cols]
-        if self.finals and bool(cut.any()):
+        # n-step: rewards summed while the episode lasts; m = steps taken before it ended (or n).
+        returns = torch.zeros(count, dtype=torch.float32, device=self.device)
+        alive = torch.ones(count, dtype=torch.bool, device=self.device)
+        steps = torch.zeros(count, dtype=torch.long, device=self.device)
+        terminal = torch.zeros(count, dtype=torch.float32, device=self.device)
+        cut = torch.zeros(count, dtype=torch.bool, device=self.device)
+        for k in range(self.n_step):
+            r = (rows + k) % self.rows
+            returns += alive * (self.gamma**k) * self.rewards[r, cols]
+            steps += alive
+            ended_term = alive & (self.terminated[r, cols] > 0)
+            ended_cut = alive & self.truncated[r, cols]
+            terminal = torch.where(ended_term, 1.0, terminal)
+            cut |= ended_cut
+            alive &= ~(ended_term | ended_cut)
+        next_hist = torch.clamp(hist.long() + steps, max=self.k - 1)
+        next_obs = self._stack(rows + steps, cols, next_hist)
+        if self.finals and bool(cut.any()):  # a time limit ended the episode: bootstrap from its final obs
+            last = (rows + steps - 1) % self.rows
             for i in torch.nonzero(cut).flatten().tolist():
-                final = self.finals[int(rows[i]) * self.num_envs + int(cols[i])]
+                final = self.finals[int(last[i]) * self.num_envs + int(cols[i])]
                 if self.k > 1:
                     next_obs[i, -1] = final
                 else:
                     next_obs[i] = final
+        discounts = (self.gamma ** steps.double()).float() * (1.0 - terminal)
 
         def shaped(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(n_batches, batch_size, *t.shape[1:])
@@ -163,9 +250,12 @@ class ReplayBuffer:
         return Batch(
             shaped(obs),
             shaped(self.actions[rows, cols]),
-            shaped(self.rewards[rows, cols]),
+            shaped(returns),
             shaped(next_obs),
-            shaped(self.terminated[rows, cols]),
+            shaped(terminal),
+            shaped(discounts),
+            shaped(weights),
+            shaped(rows * self.num_envs + cols),
         )
 
     def state_dict(self, live_obs: np.ndarray | torch.Tensor | None = None) -> dict[str, object]:
@@ -187,6 +277,8 @@ class ReplayBuffer:
             "generator": self.generator.get_state(),
             "final_keys": torch.tensor(keys, dtype=torch.long),
             "final_items": torch.stack([self.finals[k].cpu() for k in keys]) if keys else None,
+            "priorities": None if self.tree is None else self.priorities(),
+            "max_priority": self.max_priority,
             "live_items": None
             if live_obs is None
             else torch.as_tensor(live_obs[:, -1] if self.k > 1 else live_obs).cpu(),
@@ -218,4 +310,7 @@ class ReplayBuffer:
                     self.truncated[last, env] = True
                     self.finals[last * self.num_envs + env] = live[env].to(self.device, self.items.dtype)  # type: ignore[index]
         self._ep_hist = np.zeros(self.num_envs, dtype=np.uint8)  # the envs restart their episodes
+        if self.tree is not None and state.get("priorities") is not None:
+            self.tree.load_state_dict({"leaves": state["priorities"]})  # type: ignore[dict-item]
+            self.max_priority = float(state["max_priority"])  # type: ignore[arg-type]
         self.generator.set_state(state["generator"])  # type: ignore[arg-type]

@@ -91,6 +91,13 @@ class AlgoConfig:
     max_grad_norm: float = 10.0
     huber_delta: float = 1.0
     chunk_steps: int = 256
+    dueling: bool = False
+    n_step: int = 1
+    prioritized: bool = False
+    per_alpha: float = 0.6
+    per_beta_start: float = 0.4
+    per_beta_end: float = 1.0
+    per_eps: float = 1e-6
 
 
 @dataclass
@@ -317,6 +324,11 @@ def validate(cfg: Config) -> None:
     _check(a.max_grad_norm > 0, "algo.max_grad_norm", a.max_grad_norm, "must be > 0")
     _check(a.huber_delta > 0, "algo.huber_delta", a.huber_delta, "must be > 0")
     _check(a.chunk_steps >= 1, "algo.chunk_steps", a.chunk_steps, "must be >= 1")
+    _check(1 <= a.n_step <= 20, "algo.n_step", a.n_step, "must be in 1..20 (1 = one-step TD)")
+    _check(0.0 <= a.per_alpha <= 1.0, "algo.per_alpha", a.per_alpha, "must be in [0, 1] (0 = uniform)")
+    for key, val in (("algo.per_beta_start", a.per_beta_start), ("algo.per_beta_end", a.per_beta_end)):
+        _check(0.0 <= val <= 1.0, key, val, "must be in [0, 1]")
+    _check(a.per_eps > 0, "algo.per_eps", a.per_eps, "must be > 0 so every transition can be drawn")
     _check(h.accelerator in ACCELERATORS, "hardware.accelerator", h.accelerator, f"use one of {ACCELERATORS}")
     _check(h.devices >= 1, "hardware.devices", h.devices, "must be >= 1")
     _check(h.strategy in STRATEGIES, "hardware.strategy", h.strategy, f"use one of {', '.join(STRATEGIES)}")

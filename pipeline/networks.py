@@ -38,13 +38,20 @@ def neck(cfg: BackboneConfig, feature_shape: tuple[int, ...]) -> tuple[nn.Module
 
 
 class QHead(nn.Module):
-    def __init__(self, cfg: BackboneConfig, feature_shape: tuple[int, ...], n_actions: int):
+    """Embedding → Q-values. Dueling (Wang et al., 2016): Q = V + A - mean(A), from two linear streams."""
+
+    def __init__(self, cfg: BackboneConfig, feature_shape: tuple[int, ...], n_actions: int, dueling: bool = False):
         super().__init__()
         self.neck, dim = neck(cfg, feature_shape)
         self.out = nn.Linear(dim, n_actions)
+        self.value = nn.Linear(dim, 1) if dueling else None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.out(self.neck(features))
+        z = self.neck(features)
+        if self.value is None:
+            return self.out(z)
+        advantage = self.out(z)
+        return self.value(z) + advantage - advantage.mean(dim=-1, keepdim=True)
 
 
 class QNetwork(nn.Module):
@@ -63,9 +70,11 @@ class QNetwork(nn.Module):
         return self.forward(obs).argmax(dim=-1)
 
 
-def build_q_network(cfg: BackboneConfig, spec: EnvSpec, weights_file: str | None = None) -> QNetwork:
+def build_q_network(
+    cfg: BackboneConfig, spec: EnvSpec, weights_file: str | None = None, dueling: bool = False
+) -> QNetwork:
     encoder = build_backbone(cfg, spec, weights_file)
-    return QNetwork(encoder, QHead(cfg, encoder.out_shape, spec.n_actions))
+    return QNetwork(encoder, QHead(cfg, encoder.out_shape, spec.n_actions, dueling))
 
 
 def target_copy(net: QNetwork) -> QNetwork:

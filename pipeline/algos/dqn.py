@@ -60,11 +60,22 @@ def td_target(
     next_q_online: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """r + γ (1 - terminal) · V(s'). DQN: V = max_a Q_target. Double DQN: Q_target at argmax_a Q_online."""
+    return bootstrap_target(rewards, gamma * (1.0 - terminated), next_q_target, next_q_online)
+
+
+def bootstrap_target(
+    returns: torch.Tensor,
+    discounts: torch.Tensor,
+    next_q_target: torch.Tensor,
+    next_q_online: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """R + discount · V(s_{t+m}): the n-step form (R the discounted sum of m rewards, discount γ^m, 0 at a
+    terminal). DQN: V = max_a Q_target. Double DQN: Q_target at argmax_a Q_online."""
     if next_q_online is None:
         next_v = next_q_target.max(dim=1).values
     else:
         next_v = next_q_target.gather(1, next_q_online.argmax(dim=1, keepdim=True)).squeeze(1)
-    return rewards + gamma * (1.0 - terminated) * next_v
+    return returns + discounts * next_v
 
 
 @dataclass
@@ -107,7 +118,7 @@ class DQN(pl.LightningModule):
         self.cfg = cfg
         self.spec = spec
         self.run_target = run_target
-        self.q_net: QNetwork = build_q_network(cfg.backbone, spec, weights_file)
+        self.q_net: QNetwork = build_q_network(cfg.backbone, spec, weights_file, dueling=cfg.algo.dueling)
         if cfg.hardware.channels_last and spec.is_image:
             self.q_net = self.q_net.to(memory_format=torch.channels_last)
         # A submodule (moved and checkpointed with the rest) whose parameters need no grad, so DDP's
@@ -182,8 +193,18 @@ class DQN(pl.LightningModule):
             item_shape, item_dtype, stack = self.q_net.encoder.out_shape, torch.float32, 1
         else:
             item_shape, item_dtype, stack = self.spec.obs_shape, self.spec.obs_dtype, self.spec.frame_stack
+        a = cfg.algo
         self.buffer = ReplayBuffer(
-            cfg.algo.buffer_size, item_shape, item_dtype, n, stack, self.device, seed=cfg.seed + rank
+            a.buffer_size,
+            item_shape,
+            item_dtype,
+            n,
+            stack,
+            self.device,
+            seed=cfg.seed + rank,
+            n_step=a.n_step,
+            gamma=a.gamma,
+            priority_alpha=a.per_alpha if a.prioritized else None,
         )
         self.optimizer = self.optimizers(use_pl_optimizer=False)
         if self.resume_from is not None:
@@ -390,7 +411,9 @@ class DQN(pl.LightningModule):
     def _learn(self, n_updates: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """`n_updates` gradient steps on batches drawn in one gather (the buffer is fixed meanwhile)."""
         a = self.cfg.algo
-        batch = self.buffer.sample(a.batch_size, n_updates)
+        beta = linear_schedule(a.per_beta_start, a.per_beta_end, self.cfg.total_env_steps, self.global_env_steps)
+        batch = self.buffer.sample(a.batch_size, n_updates, beta=beta)
+        prioritized = a.prioritized
         self.q_net.train()
         loss_sum = torch.zeros((), device=self.device)
         q_sum = torch.zeros((), device=self.device)
@@ -399,11 +422,15 @@ class DQN(pl.LightningModule):
             obs, next_obs = batch.obs[i], batch.next_obs[i]
             with torch.no_grad():
                 next_q_online = self.fwd.q(next_obs) if a.double else None
-                target = td_target(
-                    batch.rewards[i], batch.terminated[i], self.fwd.target(next_obs), a.gamma, next_q_online
-                )
+                next_q = self.fwd.target(next_obs)
+                target = bootstrap_target(batch.rewards[i], batch.discounts[i], next_q, next_q_online)
             q = self.fwd.q(obs).gather(1, batch.actions[i].unsqueeze(1)).squeeze(1)
-            loss = F.huber_loss(q, target, delta=a.huber_delta)
+            if prioritized:  # importance-weighted loss; the TD errors become the new priorities
+                per_item = F.huber_loss(q, target, delta=a.huber_delta, reduction="none")
+                loss = (batch.weights[i] * per_item).mean()
+                self.buffer.update_priorities(batch.indices[i], q.detach() - target, a.per_eps)
+            else:
+                loss = F.huber_loss(q, target, delta=a.huber_delta)
             self.optimizer.zero_grad(set_to_none=True)
             self._backward(loss)
             gnorm_sum += clip_grad_norm(self.grad_params, a.max_grad_norm)
