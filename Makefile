@@ -52,6 +52,7 @@ bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3 and a bare PyTorch
 	$(PY) benchmarks/loop_overhead.py
 	$(PY) benchmarks/breakout_dqn.py
 	$(PY) benchmarks/sweep_parallel.py
+	$(PY) benchmarks/dqn_extensions.py
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check .
