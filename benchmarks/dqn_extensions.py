@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--from-report", type=Path, help=argparse.SUPPRESS)  # re-render a finished sweep's report
+    parser.add_argument("--wall-s", type=float, default=float("nan"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     seeds = ",".join(str(s) for s in range(args.seeds))
     grid = [
@@ -45,6 +47,9 @@ def main() -> None:
         "algo.target_update_interval=1000",
         "progress=false",
     ]
+    if args.from_report is not None:
+        _write(args, grid, args.from_report.read_text(), args.wall_s)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "outputs"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -61,6 +66,10 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"sweep failed:\n{proc.stderr[-3000:]}")
         report = next((out / "reports").glob("*/report.md")).read_text()
+    _write(args, grid, report, wall)
+
+
+def _write(args: argparse.Namespace, grid: list[str], report: str, wall: float) -> None:
     body = report.split("\n## Groups")[0].split("\n", 1)[1]  # answer, table, curves; no file-local images
     body = "\n".join(line for line in body.splitlines() if not line.startswith("!["))
     text = "\n".join(

@@ -71,13 +71,15 @@ class SweepCallback(Callback):
         self.parent: str | None = None
         self.tracking_uri: str | None = None
         self.folder: Path | None = None
+        self.outputs = Path("outputs")
         self.started = 0.0
 
     # ------------------------------------------------------------------ start
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-        self.folder = Path(config.paths.outputs) / "sweeps" / f"{stamp}_{uuid.uuid4().hex[:6]}"
+        self.outputs = Path(config.paths.outputs)
+        self.folder = self.outputs / "sweeps" / f"{stamp}_{uuid.uuid4().hex[:6]}"
         self.folder.mkdir(parents=True, exist_ok=True)
         os.environ[STATUS_ENV] = str(self.folder.resolve())
         if config.logger.name != "mlflow":
@@ -158,7 +160,7 @@ class SweepCallback(Callback):
             try:
                 from pipeline.report import make_report
 
-                path = make_report(str(self.tracking_uri), sweep=parent)
+                path = make_report(str(self.tracking_uri), sweep=parent, out=self.outputs / "reports")
                 print(f"sweep: report {path}", flush=True)
             except Exception as ex:  # a report problem must not hide the sweep's own outcome
                 print(f"sweep: no report ({type(ex).__name__}: {ex})", flush=True)

@@ -44,6 +44,8 @@ def test_parallel_grid_groups_its_runs_and_reports_a_failing_job(outputs: Path) 
     assert "summary.md" in artifacts
     run_dirs = {r.data.tags["run_dir"] for r in children}
     assert len(run_dirs) == 8  # one output dir per job
+    reports = list((outputs / "reports").glob(f"{parent.info.run_id}/report.md"))  # under paths.outputs
+    assert reports and "algo.name=double_dqn" in reports[0].read_text()
 
 
 def test_optuna_sweep_logs_its_best_parameters(outputs: Path) -> None:
