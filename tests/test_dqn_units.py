@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.algos.dqn import DQN, linear_schedule, td_target
+from pipeline.algos.dqn import DQN, bootstrap_target, linear_schedule
 from pipeline.config import to_config
 from pipeline.envs import probe_env
 from pipeline.train import train
@@ -27,7 +27,7 @@ def test_dqn_td_target_by_hand() -> None:
     next_q_target = torch.tensor([[2.0, 5.0], [10.0, 3.0], [-4.0, -2.0]])
     # 1 + 0.9*5 = 5.5 ; terminal: 0 ; -1 + 0.9*(-2) = -2.8
     expected = torch.tensor([5.5, 0.0, -2.8])
-    assert torch.allclose(td_target(rewards, terminated, next_q_target, 0.9), expected)
+    assert torch.allclose(bootstrap_target(rewards, 0.9 * (1 - terminated), next_q_target), expected)
 
 
 def test_double_dqn_target_uses_online_argmax() -> None:
@@ -36,7 +36,7 @@ def test_double_dqn_target_uses_online_argmax() -> None:
     next_q_target = torch.tensor([[2.0, 5.0], [7.0, 3.0]])
     next_q_online = torch.tensor([[9.0, 0.0], [0.0, 9.0]])  # online picks action 0, then action 1
     # 1 + 0.5*2 = 2.0 (not 1 + 0.5*5) ; 1 + 0.5*3 = 2.5 (not 1 + 0.5*7)
-    got = td_target(rewards, terminated, next_q_target, 0.5, next_q_online)
+    got = bootstrap_target(rewards, 0.5 * (1 - terminated), next_q_target, next_q_online)
     assert torch.allclose(got, torch.tensor([2.0, 2.5]))
 
 

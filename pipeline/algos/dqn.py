@@ -52,17 +52,6 @@ def linear_schedule(start: float, end: float, duration: int, step: int) -> float
     return start + frac * (end - start)
 
 
-def td_target(
-    rewards: torch.Tensor,
-    terminated: torch.Tensor,
-    next_q_target: torch.Tensor,
-    gamma: float,
-    next_q_online: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """r + γ (1 - terminal) · V(s'). DQN: V = max_a Q_target. Double DQN: Q_target at argmax_a Q_online."""
-    return bootstrap_target(rewards, gamma * (1.0 - terminated), next_q_target, next_q_online)
-
-
 def bootstrap_target(
     returns: torch.Tensor,
     discounts: torch.Tensor,
