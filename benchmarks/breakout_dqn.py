@@ -37,8 +37,9 @@ learning_starts - 1 and both make their first update at env step 1000. Each run 
 gradient updates in the measured window, so the equality can be checked.
 
 SB3's env stack is built here from the same gymnasium wrappers as `pipeline/envs/atari.py`, with
-`FireOnStart` below as its FIRE wrapper (the same rule as ours: FIRE after reset and after each lost
-life, no episode end on a lost life). `check_envs` steps both stacks with the same seed and actions
+our own `FireOnStart` (pipeline/envs/atari.py) as its FIRE wrapper: FIRE after reset and after each
+lost life, no episode end on a lost life (SB3's FireResetEnv presses action 2 too and needs
+EpisodicLifeEnv). `check_envs` steps both stacks with the same seed and actions
 and the report states whether every observation, reward and episode end matched.
 
 Ours is run by `pipeline.train.train` as benchmarks/cartpole_dqn.py runs it. A wrapper around
@@ -65,6 +66,8 @@ from datetime import date
 
 import gymnasium as gym
 from cartpole_dqn import ROOT, _med, _write_section
+
+from pipeline.envs.atari import FireOnStart
 
 MARKER = "## Breakout DQN"
 SETTINGS = {
@@ -181,36 +184,6 @@ class ForwardTimer:
 
 
 # --------------------------------------------------------------------------- Stable-Baselines3
-class FireOnStart(gym.Wrapper):
-    """Press FIRE (action 1) after reset and after each lost life; that step's reward and episode end
-    count. The rule of ours (`env.fire_reset`); SB3's own FireResetEnv also presses action 2 at reset
-    and needs EpisodicLifeEnv to fire after a lost life, which would end an episode per life."""
-
-    FIRE = 1
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        assert env.unwrapped.get_action_meanings()[self.FIRE] == "FIRE"
-        self.lives = 0
-
-    def reset(self, **kwargs):
-        self.env.reset(**kwargs)
-        obs, _, terminated, truncated, info = self.env.step(self.FIRE)
-        if terminated or truncated:
-            obs, info = self.env.reset(**kwargs)
-        self.lives = info.get("lives", 0)
-        return obs, info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        lives = info.get("lives", 0)
-        if lives < self.lives and not (terminated or truncated):
-            obs, fire_reward, terminated, truncated, info = self.env.step(self.FIRE)
-            reward += fire_reward
-        self.lives = info.get("lives", 0)
-        return obs, reward, terminated, truncated, info
-
-
 def _sb3_env(monitor: bool = True):
     import ale_py
     from gymnasium.wrappers import AtariPreprocessing, ClipReward, FrameStackObservation
@@ -761,8 +734,8 @@ def _report(results: list[dict], plan: dict[int, list[str]], repeats: int, comma
         "ALE/Breakout-v5 (sticky actions 0.25, 27,000 agent steps per episode at most), gymnasium",
         "AtariPreprocessing (no-op starts 30, frame skip 4, 84x84 grayscale), FIRE pressed at reset and after",
         "a lost life, 4 frames stacked (uint8 4x84x84), rewards clipped to [-1, 1]; ours through `env=breakout`",
-        "(`env.fire_reset=true`), SB3 through the same gymnasium wrappers and an identical FIRE wrapper",
-        f"(`FireOnStart` in {os.path.relpath(__file__, ROOT)}). DQN for every kind: lr 1e-4, batch 32, buffer 1e5,",
+        "(`env.fire_reset=true`), SB3 through the same gymnasium wrappers and the same FIRE wrapper",
+        "(`FireOnStart` from pipeline/envs/atari.py). DQN for every kind: lr 1e-4, batch 32, buffer 1e5,",
         "learning_starts 1000, one gradient step per 4 env steps, target update every 1000 env steps,",
         f"gamma 0.99, grad-norm clip 10, epsilon 1 → {s['eps_end']} over the first 1000 env steps.",
         "N envs: ours `env.num_envs=N` (its schedules count env steps over all envs: N/4 updates per vector",
@@ -822,20 +795,16 @@ def _report(results: list[dict], plan: dict[int, list[str]], repeats: int, comma
                 f"- SB3 ReplayBuffer: {sb['replay_bytes']:,.0f} bytes per transition (both stacks, obs and next obs, "
                 f"stored whole: {sb['replay_parts']})."
             )
-        if frames:
-            fb = frames[0]["replay_bytes"]
-            vs = f", {sb3_rows[0]['replay_bytes'] / fb:.1f}× less than SB3" if sb3_rows else ""
-            lines.append(
-                f"- Ours, frames: {fb:,.0f} bytes per transition (each 84x84 frame stored once, stacks rebuilt at "
-                f"sample time; item {frames[0]['replay_item']}){vs}."
-            )
-        if cache:
-            cb = cache[0]["replay_bytes"]
-            vs = f", {sb3_rows[0]['replay_bytes'] / cb:.1f}× less than SB3" if sb3_rows else ""
-            lines.append(
-                f"- Ours, frozen-feature cache: {cb:,.0f} bytes per transition (ResNet-18 features, item "
-                f"{cache[0]['replay_item']}){vs}."
-            )
+        for rows, name, detail in (
+            (frames, "frames", "each 84x84 frame stored once, stacks rebuilt at sample time"),
+            (cache, "frozen-feature cache", "ResNet-18 features"),
+        ):
+            if rows:
+                nbytes = rows[0]["replay_bytes"]
+                vs = f", {sb3_rows[0]['replay_bytes'] / nbytes:.1f}× less than SB3" if sb3_rows else ""
+                lines.append(
+                    f"- Ours, {name}: {nbytes:,.0f} bytes per transition ({detail}; item {rows[0]['replay_item']}){vs}."
+                )
         lines.append("- The same per transition at 1 and 8 envs on both sides (capacity 1e5 split over the envs).")
     lines += _bound_paragraph(results, plan)
     lines += _nature_paragraph(results, plan)
