@@ -8,6 +8,7 @@ while composing. Ranges and cross-group combinations are checked by `validate`, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -73,8 +74,11 @@ class BackboneConfig:
 
 
 @dataclass
-class AlgoConfig:
+class DQNConfig:
+    """Value-based deep RL: DQN, Double DQN and the extensions (dueling, n-step, prioritised replay)."""
+
     name: str = MISSING
+    family: str = "dqn"
     double: bool = False
     lr: float = 1e-3
     batch_size: int = 64
@@ -98,6 +102,58 @@ class AlgoConfig:
     per_beta_start: float = 0.4
     per_beta_end: float = 1.0
     per_eps: float = 1e-6
+
+
+@dataclass
+class TabularConfig:
+    """A Q-table over discrete observations: Q-learning, SARSA or expected SARSA."""
+
+    name: str = MISSING
+    family: str = "tabular"
+    update: str = "q_learning"
+    gamma: float = 0.99
+    lr_start: float = 0.5
+    lr_end: float = 0.5
+    lr_decay_steps: int = 100_000
+    eps_start: float = 1.0
+    eps_end: float = 0.1
+    eps_decay_steps: int = 10_000
+    init_q: float = 0.0
+    chunk_steps: int = 8192
+
+
+@dataclass
+class CriticConfig:
+    backbone: str = "shared"
+    coef: float = 0.5
+    clip_range: float | None = None
+
+
+@dataclass
+class PolicyGradientConfig:
+    """On-policy actor-critic: PPO, and REINFORCE with a learned baseline (the same loop, other settings)."""
+
+    name: str = MISSING
+    family: str = "policy_gradient"
+    lr: float = 3e-4
+    lr_end: float | None = None
+    n_steps: int = 128
+    epochs: int = 4
+    minibatch_size: int = 256
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float | None = 0.2
+    clip_range_end: float | None = None
+    normalize_advantage: bool = True
+    ent_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    ortho_init: bool = True
+    critic: CriticConfig = field(default_factory=CriticConfig)
+
+
+ALGO_SCHEMAS: dict[str, type] = {"dqn": DQNConfig, "tabular": TabularConfig, "policy_gradient": PolicyGradientConfig}
+AlgoConfig = DQNConfig | TabularConfig | PolicyGradientConfig
 
 
 @dataclass
@@ -147,7 +203,7 @@ class PathsConfig:
 class Config:
     env: EnvConfig = MISSING
     backbone: BackboneConfig = MISSING
-    algo: AlgoConfig = MISSING
+    algo: Any = MISSING  # one of ALGO_SCHEMAS: each algo YAML extends its family's schema
     hardware: HardwareConfig = MISSING
     logger: LoggerConfig = MISSING
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -160,7 +216,10 @@ class Config:
 
 
 def register_configs() -> None:
-    ConfigStore.instance().store(name="schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    for family, node in ALGO_SCHEMAS.items():
+        store.store(group="algo", name=f"{family}_schema", node=node)
 
 
 OBS_MODES = ("auto", "state", "pixels")
@@ -173,6 +232,7 @@ STRATEGIES = ("auto", "ddp_spawn", "ddp")
 PRECISIONS = ("32-true", "bf16-mixed")
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
 LOGGERS = ("mlflow", "none")
+CRITIC_BACKBONES = ("shared", "separate", "same-as-actor-frozen")
 
 
 def _check(ok: bool, key: str, value: Any, fix: str) -> None:
@@ -186,6 +246,19 @@ def to_config(cfg: DictConfig) -> Config:
     assert isinstance(conf, Config)
     resolve_obs_mode(conf)
     validate(conf)
+    return conf
+
+
+def load_config(path: Path) -> Config:
+    """A run dir's saved `config.yaml` back into the typed schema (the algo node by its family)."""
+    raw = OmegaConf.load(path)
+    family = OmegaConf.select(raw, "algo.family", default="dqn")
+    if family not in ALGO_SCHEMAS:
+        raise ConfigError(f"{path}: algo.family={family} is not one of {', '.join(ALGO_SCHEMAS)}")
+    schema = OmegaConf.structured(Config)
+    schema.algo = OmegaConf.structured(ALGO_SCHEMAS[family])
+    conf = OmegaConf.to_object(OmegaConf.merge(schema, raw))
+    assert isinstance(conf, Config)
     return conf
 
 
@@ -292,6 +365,54 @@ def validate(cfg: Config) -> None:
             f"env.obs_mode=pixels: backbone={b.name} takes vectors; use backbone=nature_cnn or "
             "backbone=resnet18 for images, or env.obs_mode=state"
         )
+    _validate_algo(cfg)
+    _check(h.accelerator in ACCELERATORS, "hardware.accelerator", h.accelerator, f"use one of {ACCELERATORS}")
+    _check(h.devices >= 1, "hardware.devices", h.devices, "must be >= 1")
+    _check(h.strategy in STRATEGIES, "hardware.strategy", h.strategy, f"use one of {', '.join(STRATEGIES)}")
+    _check(h.precision in PRECISIONS, "hardware.precision", h.precision, f"use one of {', '.join(PRECISIONS)}")
+    _check(h.threads >= 0, "hardware.threads", h.threads, "must be >= 0 (0 = torch's default)")
+    _check(
+        not (h.devices > 1 and h.strategy == "auto"),
+        "hardware.strategy",
+        h.strategy,
+        "several devices need a DDP strategy; use hardware=ddp_cpu or hardware=ddp",
+    )
+    _check(lg.name in LOGGERS, "logger.name", lg.name, "use logger=mlflow or logger=none")
+    _check(lg.flush_every_s >= 0, "logger.flush_every_s", lg.flush_every_s, "must be >= 0")
+    _check(cfg.eval.episodes >= 1, "eval.episodes", cfg.eval.episodes, "must be >= 1")
+    _check(
+        cfg.eval.every_env_steps >= 0,
+        "eval.every_env_steps",
+        cfg.eval.every_env_steps,
+        "must be >= 0 (0 = off)",
+    )
+    _check(cfg.checkpoint.buffer_max_gb >= 0, "checkpoint.buffer_max_gb", cfg.checkpoint.buffer_max_gb, "must be >= 0")
+    _check(
+        cfg.checkpoint.every_env_steps >= 0,
+        "checkpoint.every_env_steps",
+        cfg.checkpoint.every_env_steps,
+        "must be >= 0 (0 = only the last)",
+    )
+
+
+def _validate_algo(cfg: Config) -> None:
+    a, h = cfg.algo, cfg.hardware
+    if isinstance(a, DQNConfig):
+        _validate_dqn(cfg, a)
+    elif isinstance(a, TabularConfig):
+        _validate_tabular(cfg, a)
+    else:
+        _validate_policy_gradient(cfg, a)
+    if not isinstance(a, DQNConfig):
+        _check(
+            h.precision == "32-true",
+            "hardware.precision",
+            h.precision,
+            f"mixed precision is wired for DQN only; use hardware.precision=32-true with algo={a.name}",
+        )
+
+
+def _validate_dqn(cfg: Config, a: DQNConfig) -> None:
     _check(a.lr > 0, "algo.lr", a.lr, "learning rate must be > 0, e.g. algo.lr=1e-3")
     _check(a.batch_size >= 1, "algo.batch_size", a.batch_size, "must be >= 1")
     _check(a.buffer_size >= 1, "algo.buffer_size", a.buffer_size, "must be >= 1")
@@ -329,30 +450,67 @@ def validate(cfg: Config) -> None:
     for key, val in (("algo.per_beta_start", a.per_beta_start), ("algo.per_beta_end", a.per_beta_end)):
         _check(0.0 <= val <= 1.0, key, val, "must be in [0, 1]")
     _check(a.per_eps > 0, "algo.per_eps", a.per_eps, "must be > 0 so every transition can be drawn")
-    _check(h.accelerator in ACCELERATORS, "hardware.accelerator", h.accelerator, f"use one of {ACCELERATORS}")
-    _check(h.devices >= 1, "hardware.devices", h.devices, "must be >= 1")
-    _check(h.strategy in STRATEGIES, "hardware.strategy", h.strategy, f"use one of {', '.join(STRATEGIES)}")
-    _check(h.precision in PRECISIONS, "hardware.precision", h.precision, f"use one of {', '.join(PRECISIONS)}")
-    _check(h.threads >= 0, "hardware.threads", h.threads, "must be >= 0 (0 = torch's default)")
+
+
+TABULAR_UPDATES = ("q_learning", "sarsa", "expected_sarsa")
+
+
+def _validate_tabular(cfg: Config, a: TabularConfig) -> None:
+    h = cfg.hardware
+    _check(a.update in TABULAR_UPDATES, "algo.update", a.update, f"use one of {', '.join(TABULAR_UPDATES)}")
+    _check(0.0 < a.gamma <= 1.0, "algo.gamma", a.gamma, "must be in (0, 1]")
+    for key, val in (("algo.lr_start", a.lr_start), ("algo.lr_end", a.lr_end)):
+        _check(0.0 < val <= 1.0, key, val, "must be in (0, 1]")
+    for key, val in (("algo.eps_start", a.eps_start), ("algo.eps_end", a.eps_end)):
+        _check(0.0 <= val <= 1.0, key, val, "must be in [0, 1]")
+    _check(a.eps_decay_steps >= 1, "algo.eps_decay_steps", a.eps_decay_steps, "must be >= 1")
+    _check(a.lr_decay_steps >= 1, "algo.lr_decay_steps", a.lr_decay_steps, "must be >= 1")
+    _check(a.chunk_steps >= 1, "algo.chunk_steps", a.chunk_steps, "must be >= 1")
     _check(
-        not (h.devices > 1 and h.strategy == "auto"),
-        "hardware.strategy",
-        h.strategy,
-        "several devices need a DDP strategy; use hardware=ddp_cpu or hardware=ddp",
+        h.accelerator == "cpu" and h.devices == 1,
+        "hardware",
+        h.name,
+        f"a Q-table lives in one process on the CPU; use hardware=cpu with algo={a.name}",
     )
-    _check(lg.name in LOGGERS, "logger.name", lg.name, "use logger=mlflow or logger=none")
-    _check(lg.flush_every_s >= 0, "logger.flush_every_s", lg.flush_every_s, "must be >= 0")
-    _check(cfg.eval.episodes >= 1, "eval.episodes", cfg.eval.episodes, "must be >= 1")
+
+
+def _validate_policy_gradient(cfg: Config, a: PolicyGradientConfig) -> None:
+    _check(a.lr > 0, "algo.lr", a.lr, "learning rate must be > 0, e.g. algo.lr=3e-4")
+    _check(a.lr_end is None or a.lr_end >= 0, "algo.lr_end", a.lr_end, "must be >= 0 or null (constant lr)")
+    _check(a.n_steps >= 1, "algo.n_steps", a.n_steps, "must be >= 1 env step per env per rollout")
+    _check(a.epochs >= 1, "algo.epochs", a.epochs, "must be >= 1")
+    rollout = a.n_steps * cfg.env.num_envs
     _check(
-        cfg.eval.every_env_steps >= 0,
-        "eval.every_env_steps",
-        cfg.eval.every_env_steps,
-        "must be >= 0 (0 = off)",
+        1 <= a.minibatch_size <= rollout,
+        "algo.minibatch_size",
+        a.minibatch_size,
+        f"must be in 1..{rollout} (algo.n_steps x env.num_envs, the rollout size)",
     )
-    _check(cfg.checkpoint.buffer_max_gb >= 0, "checkpoint.buffer_max_gb", cfg.checkpoint.buffer_max_gb, "must be >= 0")
+    _check(0.0 < a.gamma <= 1.0, "algo.gamma", a.gamma, "must be in (0, 1]")
+    _check(0.0 <= a.gae_lambda <= 1.0, "algo.gae_lambda", a.gae_lambda, "must be in [0, 1] (1 = Monte-Carlo returns)")
+    _check(a.clip_range is None or a.clip_range > 0, "algo.clip_range", a.clip_range, "must be > 0, or null (no clip)")
     _check(
-        cfg.checkpoint.every_env_steps >= 0,
-        "checkpoint.every_env_steps",
-        cfg.checkpoint.every_env_steps,
-        "must be >= 0 (0 = only the last)",
+        a.clip_range_end is None or (a.clip_range is not None and a.clip_range_end >= 0),
+        "algo.clip_range_end",
+        a.clip_range_end,
+        "a clip schedule needs algo.clip_range set and an end >= 0; or null (constant)",
+    )
+    _check(a.ent_coef >= 0, "algo.ent_coef", a.ent_coef, "must be >= 0")
+    _check(a.max_grad_norm > 0, "algo.max_grad_norm", a.max_grad_norm, "must be > 0")
+    _check(a.target_kl is None or a.target_kl > 0, "algo.target_kl", a.target_kl, "must be > 0 or null (off)")
+    c = a.critic
+    _check(
+        c.backbone in CRITIC_BACKBONES,
+        "algo.critic.backbone",
+        c.backbone,
+        f"use one of {', '.join(CRITIC_BACKBONES)}",
+    )
+    _check(c.coef > 0, "algo.critic.coef", c.coef, "must be > 0")
+    _check(c.clip_range is None or c.clip_range > 0, "algo.critic.clip_range", c.clip_range, "must be > 0 or null")
+    _check(
+        not (c.backbone == "same-as-actor-frozen" and not cfg.backbone.has_weights),
+        "algo.critic.backbone",
+        c.backbone,
+        "a frozen copy of a random backbone is a fixed random projection; give backbone.weights=<file or "
+        "MLflow URI> (or pretrained=true), or use algo.critic.backbone=separate",
     )

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
 
 from pipeline import checkpoints
-from pipeline.config import Config, validate
+from pipeline.config import Config, load_config, validate
 from pipeline.errors import ConfigError
 from pipeline.tracking import absolute_tracking_uri, flatten
 
@@ -52,9 +51,7 @@ def prepare(cfg: Config) -> Resumption:
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         raise ConfigError(f"resume={cfg.resume}: {saved_path} is missing; this is not a run dir of this pipeline")
-    saved_node = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(saved_path))
-    saved = OmegaConf.to_object(saved_node)
-    assert isinstance(saved, Config)
+    saved = load_config(saved_path)
 
     new_flat, old_flat = _flat(cfg), _flat(saved)
     given = _override_keys()

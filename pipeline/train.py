@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import checkpoints, resume
 from pipeline._quiet import silence_known_noise
-from pipeline.algos.dqn import DQN, EVAL_SEED_OFFSET
+from pipeline.algos import build_module, check_env
+from pipeline.algos.base import EVAL_SEED_OFFSET, EnvLoop
 from pipeline.config import Config, to_config
 from pipeline.envs import probe_env
 from pipeline.errors import ConfigError, one_line
@@ -49,7 +50,7 @@ def _strategy(cfg: Config) -> object:
     return "auto"
 
 
-def _done_steps(module: DQN) -> int:
+def _done_steps(module: EnvLoop) -> int:
     return int(module.resume_from["counters"]["global_env_steps"]) if module.resume_from else 0
 
 
@@ -73,21 +74,21 @@ def default_run_dir(cfg: Config) -> Path:
     return Path(cfg.paths.outputs) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
 
 
-def _log_policy(tracker: Tracker, policy: torch.nn.Module, example: np.ndarray, backbone_file: Path) -> str:
+def _log_policy(tracker: Tracker, policy: torch.nn.Module, example: np.ndarray, extra_files: list[Path]) -> str:
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
     with torch.no_grad():
-        q_values = policy(torch.as_tensor(example)).numpy()
+        outputs = policy(torch.as_tensor(example)).numpy()  # Q-values or action logits
     info = mlflow.pytorch.log_model(
         policy,
         name="policy",
-        signature=infer_signature(example, q_values),
+        signature=infer_signature(example, outputs),
         input_example=example,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         # torch.export's pt2: loads without unpickling code and without this package installed.
         serialization_format="pt2",
-        extra_files=[str(backbone_file)],  # so models:/<name>/<version> can seed another run's backbone
+        extra_files=[str(f) for f in extra_files] or None,  # the backbone: models:/<name>/<v> seeds another run
     )
     tracker.set_tags({"policy_uri": info.model_uri})
     return info.model_uri
@@ -141,9 +142,10 @@ def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
     if cfg.hardware.threads > 0:
         torch.set_num_threads(cfg.hardware.threads)
     spec = probe_env(cfg.env)
+    check_env(cfg, spec)
     weights_file = _weights_file(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
-    module = DQN(cfg, spec, weights_file=weights_file)
+    module = build_module(cfg, spec, weights_file)
     if resumption is not None:
         module.load_state_dict(resumption.checkpoint["state_dict"])
         module.resume_from = resumption.checkpoint
@@ -187,7 +189,7 @@ def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
 
 def _fit_and_log(
     cfg: Config,
-    module: DQN,
+    module: EnvLoop,
     tracker: Tracker | None,
     target: RunTarget | None,
     run_dir: Path,
@@ -221,7 +223,7 @@ def _fit_and_log(
     already_evaluated = int(metrics["last_eval_step"]) == env_steps
 
     # The final evaluation: the same fixed-seed episodes as the periodic ones, on the trained policy.
-    policy = module.q_net.to("cpu").eval()
+    policy = module.policy.to("cpu").eval()
     evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed + EVAL_SEED_OFFSET)
     try:
         returns = evaluator.run(policy, torch.device("cpu"))
@@ -241,10 +243,14 @@ def _fit_and_log(
         tracker.mlflow.log_metrics({**final, "train/env_steps": env_steps}, step=env_steps)
         tracker.set_tags({"solved": str(solved).lower()})
         tracker.log_artifact(plot_learning_curve(target, run_dir / "learning_curve.png", run_name))
-        backbone_file = save_backbone(policy, run_dir)
-        tracker.log_artifact(backbone_file, "weights")
+        for path in module.final_artifacts(run_dir):
+            tracker.log_artifact(path)
+        extra_files = []
+        if hasattr(policy, "encoder"):  # a network on a backbone (not a Q-table)
+            extra_files.append(save_backbone(policy, run_dir))
+            tracker.log_artifact(extra_files[0], "weights")
         if cfg.logger.log_model:
-            model_uri = _log_policy(tracker, policy, example, backbone_file)
+            model_uri = _log_policy(tracker, policy, example, extra_files)
     return RunResult(
         run_id=target.run_id if target else None,
         env_steps=env_steps,

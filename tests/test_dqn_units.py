@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.algos.dqn import DQN, bootstrap_target, linear_schedule
+from pipeline.algos.base import linear_schedule
+from pipeline.algos.dqn import DQN, bootstrap_target
 from pipeline.config import to_config
 from pipeline.envs import probe_env
 from pipeline.train import train

@@ -13,7 +13,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.algos.dqn import DQN, linear_schedule
+from pipeline.algos.base import linear_schedule
+from pipeline.algos.dqn import DQN
 from pipeline.errors import RunFailure
 from pipeline.train import train
 from tests.conftest import TINY, compose_cfg, run_cli
@@ -107,7 +108,7 @@ def test_checkpoints_are_written_atomically(outputs: Path) -> None:
     files = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert files == ["last.ckpt"]  # no temporary file left behind
     data = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert data["pipeline"]["buffer"]["filled"] == 512 and data["counters"]["global_env_steps"] == 512
+    assert data["pipeline"]["learner"]["buffer"]["filled"] == 512 and data["counters"]["global_env_steps"] == 512
     assert data["optimizer_states"] and any(k.startswith("target_net.") for k in data["state_dict"])
 
 

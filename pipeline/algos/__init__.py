@@ -1,1 +1,40 @@
-"""One LightningModule per algorithm family."""
+"""One LightningModule per algorithm family, all on the shared loop in `base.py`."""
+
+from __future__ import annotations
+
+from pipeline.algos.base import EnvLoop
+from pipeline.config import Config, DQNConfig, PolicyGradientConfig, TabularConfig
+from pipeline.envs import EnvSpec
+from pipeline.errors import ConfigError
+
+
+def check_env(cfg: Config, spec: EnvSpec) -> None:
+    """Refuse an algorithm on an observation space it cannot use, naming the fix, before anything runs."""
+    tabular = isinstance(cfg.algo, TabularConfig)
+    if tabular and spec.n_states is None:
+        raise ConfigError(
+            f"algo={cfg.algo.name}: a Q-table needs a discrete observation space, env={cfg.env.name} observes "
+            f"arrays of shape {spec.obs_shape}; use env=frozenlake, taxi, cliffwalking or traffic_light, or a "
+            "function approximator (algo=dqn, algo=ppo)"
+        )
+    if not tabular and spec.n_states is not None:
+        raise ConfigError(
+            f"algo={cfg.algo.name}: env={cfg.env.name} observes one of {spec.n_states} discrete states, not "
+            "arrays for a backbone; use a tabular algorithm (algo=q_learning, sarsa or expected_sarsa)"
+        )
+
+
+def build_module(cfg: Config, spec: EnvSpec, weights_file: str | None = None) -> EnvLoop:
+    """The learner for `cfg.algo`'s family (imported lazily: each pulls in only what it needs)."""
+    if isinstance(cfg.algo, DQNConfig):
+        from pipeline.algos.dqn import DQN
+
+        return DQN(cfg, spec, weights_file=weights_file)
+    if isinstance(cfg.algo, TabularConfig):
+        from pipeline.algos.tabular import Tabular
+
+        return Tabular(cfg, spec)
+    assert isinstance(cfg.algo, PolicyGradientConfig)
+    from pipeline.algos.policy_gradient import PolicyGradient
+
+    return PolicyGradient(cfg, spec, weights_file=weights_file)

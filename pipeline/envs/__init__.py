@@ -33,6 +33,7 @@ class EnvSpec:
     is_image: bool  # uint8 [C, H, W]: scaled by 1/255 and normalised by the backbone's statistics
     solved_return: float | None
     frame_stack: int = 1  # >1: obs[0:k] are k consecutive frames, stored once each in the replay buffer
+    n_states: int | None = None  # a Discrete observation space (toy-text grid worlds): its size
 
 
 def _builder(kind: str) -> Callable[[EnvConfig, bool], gym.Env]:
@@ -64,20 +65,22 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, evaluation: bool = False) -> 
 
 
 def probe_env(cfg: EnvConfig) -> EnvSpec:
-    """Build one env to read its spaces; refuses what DQN cannot act in."""
+    """Build one env to read its spaces; refuses what no algorithm here can act in."""
     env = make_env(cfg)
     try:
         obs_space, act_space = env.observation_space, env.action_space
         if not isinstance(act_space, gym.spaces.Discrete):
             raise ConfigError(
-                f"env.id={cfg.id}: DQN needs discrete actions, this env has {type(act_space).__name__}; "
-                "choose a discrete-action env such as env=cartpole"
+                f"env.id={cfg.id}: every algorithm here needs discrete actions, this env has "
+                f"{type(act_space).__name__}; choose a discrete-action env such as env=cartpole"
             )
-        if not isinstance(obs_space, gym.spaces.Box):
-            raise ConfigError(f"env.id={cfg.id}: observations must be arrays (Box), got {obs_space}")
         solved = cfg.solved_return
         if solved is None and env.spec is not None:
             solved = env.spec.reward_threshold
+        if isinstance(obs_space, gym.spaces.Discrete):
+            return EnvSpec((), np.dtype(np.int64), int(act_space.n), False, solved, n_states=int(obs_space.n))
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise ConfigError(f"env.id={cfg.id}: observations must be arrays (Box) or Discrete, got {obs_space}")
         is_image = len(obs_space.shape) == 3 and obs_space.dtype == np.uint8
         stacked = is_image and cfg.obs_mode == "pixels" and cfg.kind in ("gym", "atari") and cfg.frame_stack > 1
         return EnvSpec(
