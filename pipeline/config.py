@@ -279,7 +279,7 @@ def resolve_obs_mode(cfg: Config) -> None:
 
 def validate(cfg: Config) -> None:
     """Ranges and combinations the types alone cannot express. Messages name the key and the fix."""
-    e, b, a, h, lg = cfg.env, cfg.backbone, cfg.algo, cfg.hardware, cfg.logger
+    e, b, h, lg = cfg.env, cfg.backbone, cfg.hardware, cfg.logger
     _check(cfg.total_env_steps > 0, "total_env_steps", cfg.total_env_steps, "must be > 0")
     _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     _check(e.kind in ENV_KINDS, "env.kind", e.kind, f"use one of {', '.join(ENV_KINDS)}")

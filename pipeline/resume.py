@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from pipeline import checkpoints
 from pipeline.config import Config, load_config, validate
 from pipeline.errors import ConfigError
