@@ -42,6 +42,7 @@ class EnvConfig:
 class BackboneConfig:
     name: str = MISSING
     hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    activation: str = "relu"
     features_dim: int = 512
     channels: list[int] = field(default_factory=lambda: [16])
     pretrained: bool = False
@@ -139,7 +140,7 @@ class PolicyGradientConfig:
     lr_end: float | None = None
     n_steps: int = 128
     epochs: int = 4
-    minibatch_size: int = 256
+    minibatches: int = 1
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_range: float | None = 0.2
@@ -232,6 +233,7 @@ STRATEGIES = ("auto", "ddp_spawn", "ddp")
 PRECISIONS = ("32-true", "bf16-mixed")
 ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
 LOGGERS = ("mlflow", "none")
+ACTIVATIONS = ("relu", "tanh")
 CRITIC_BACKBONES = ("shared", "separate", "same-as-actor-frozen")
 
 
@@ -340,6 +342,13 @@ def validate(cfg: Config) -> None:
         f"{b.name} has no hub weights; give backbone.weights=<file or MLflow URI> or pretrained=false",
     )
     _check(all(c > 0 for c in b.channels), "backbone.channels", b.channels, "conv widths must be > 0")
+    _check(b.activation in ACTIVATIONS, "backbone.activation", b.activation, f"use one of {', '.join(ACTIVATIONS)}")
+    _check(
+        not (b.activation != "relu" and b.name != "mlp"),
+        "backbone.activation",
+        b.activation,
+        f"the activation choice applies to backbone=mlp; {b.name} has its own: leave it at relu",
+    )
     _check(all(s > 0 for s in b.hidden_sizes), "backbone.hidden_sizes", b.hidden_sizes, "sizes must be > 0")
     _check(b.features_dim > 0, "backbone.features_dim", b.features_dim, "must be > 0")
     _check(
@@ -481,10 +490,10 @@ def _validate_policy_gradient(cfg: Config, a: PolicyGradientConfig) -> None:
     _check(a.epochs >= 1, "algo.epochs", a.epochs, "must be >= 1")
     rollout = a.n_steps * cfg.env.num_envs
     _check(
-        1 <= a.minibatch_size <= rollout,
-        "algo.minibatch_size",
-        a.minibatch_size,
-        f"must be in 1..{rollout} (algo.n_steps x env.num_envs, the rollout size)",
+        1 <= a.minibatches <= rollout,
+        "algo.minibatches",
+        a.minibatches,
+        f"must be in 1..{rollout} (the rollout, algo.n_steps x env.num_envs, split into this many)",
     )
     _check(0.0 < a.gamma <= 1.0, "algo.gamma", a.gamma, "must be in (0, 1]")
     _check(0.0 <= a.gae_lambda <= 1.0, "algo.gae_lambda", a.gae_lambda, "must be in [0, 1] (1 = Monte-Carlo returns)")

@@ -93,7 +93,7 @@ class Encoder(nn.Module):
 def _own(cfg: BackboneConfig, spec: EnvSpec) -> nn.Module:
     if cfg.name == "mlp":
         n_in = int(torch.tensor(spec.obs_shape).prod())
-        return MLP(n_in, list(cfg.hidden_sizes), flatten=len(spec.obs_shape) > 1)
+        return MLP(n_in, list(cfg.hidden_sizes), flatten=len(spec.obs_shape) > 1, activation=cfg.activation)
     if len(spec.obs_shape) != 3:
         raise ConfigError(
             f"backbone={cfg.name}: takes image-like observations [C, H, W], this env gives {spec.obs_shape}; "

@@ -22,6 +22,10 @@ from pipeline.errors import ConfigError
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
+TRAFFIC_LIGHT_ID = "pipeline/TrafficLight-v0"
+if TRAFFIC_LIGHT_ID not in gym.registry:
+    gym.register(TRAFFIC_LIGHT_ID, "pipeline.envs.traffic_light:TrafficLightEnv", max_episode_steps=50)
+
 
 @dataclass(frozen=True)
 class EnvSpec:

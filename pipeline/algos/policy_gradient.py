@@ -1,0 +1,266 @@
+"""PPO (Schulman et al., 2017) and REINFORCE with a learned baseline (Williams, 1992), one LightningModule.
+
+One chunk is one rollout — `algo.n_steps` vector steps on this rank's envs — then `algo.epochs`
+passes over it in `algo.minibatches` shuffled minibatches. PPO is the clipped surrogate with GAE;
+REINFORCE is the same loop with λ = 1 (Monte-Carlo returns, the critic a baseline), one epoch, one
+minibatch and no clipping (its YAML sets exactly that). A time-limit truncation bootstraps from
+V(final obs), folded into the reward, as SB3 does; a rollout cut mid-episode bootstraps from V of
+the next obs. Learning rate and clip range follow linear schedules on the global env-step clock.
+Under DDP every rank collects its own rollout and DDP averages the gradients; the KL early stop is
+decided jointly so all ranks take the same number of steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.algos.base import EnvLoop, linear_schedule
+from pipeline.config import Config, PolicyGradientConfig
+from pipeline.envs import EnvSpec
+from pipeline.networks import ActorCritic, actor_critic_param_groups, build_actor_critic, merge_equal_lr
+from pipeline.optim import clip_grad_norm
+from pipeline.tracking import RunTarget
+
+LOSS_STATS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
+
+
+def gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    dones: np.ndarray,
+    last_values: np.ndarray,
+    gamma: float,
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation (Schulman et al., 2016) over a [T, N] rollout.
+
+    `dones[t]` = the episode ended at step t (its successor is a new episode's first obs);
+    `last_values` = V of the obs after the last step. Returns (advantages, returns = advantages + V)."""
+    steps = rewards.shape[0]
+    advantages = np.zeros_like(rewards)
+    running = np.zeros_like(last_values)
+    next_values = last_values
+    for t in range(steps - 1, -1, -1):
+        live = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_values * live - values[t]
+        running = delta + gamma * lam * live * running
+        advantages[t] = running
+        next_values = values[t]
+    return advantages, advantages + values
+
+
+def ppo_losses(
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    actions: torch.Tensor,
+    old_logp: torch.Tensor,
+    old_values: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    clip_range: float | None,
+    value_clip: float | None,
+    with_entropy: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Clipped surrogate, (optionally clipped) value loss, entropy, and the diagnostics PPO is read by:
+    approx-KL (the k3 estimator of Schulman's note) and the fraction of clipped ratios. With
+    `with_entropy=False` the entropy is a diagnostic only (no gradient), for `ent_coef=0`."""
+    logp_all = F.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
+    if clip_range is None:
+        policy_loss = -(ratio * advantages).mean()
+    else:
+        surrogate = torch.min(ratio * advantages, ratio.clamp(1 - clip_range, 1 + clip_range) * advantages)
+        policy_loss = -surrogate.mean()
+    if value_clip is None:
+        value_loss = F.mse_loss(values, returns)
+    else:
+        v_clipped = old_values + (values - old_values).clamp(-value_clip, value_clip)
+        value_loss = torch.max((values - returns) ** 2, (v_clipped - returns) ** 2).mean()
+    with torch.set_grad_enabled(with_entropy and torch.is_grad_enabled()):
+        entropy = -(logp_all.exp() * logp_all).sum(dim=-1).mean()
+    with torch.no_grad():  # diagnostics: no autograd bookkeeping
+        approx_kl = ((ratio - 1) - log_ratio).mean()
+        clipped = ((ratio - 1).abs() > clip_range).float().mean() if clip_range is not None else approx_kl * 0
+    return {
+        "policy_loss": policy_loss,
+        "value_loss": value_loss,
+        "entropy": entropy,
+        "approx_kl": approx_kl,
+        "clip_fraction": clipped,
+    }
+
+
+class PolicyGradient(EnvLoop):
+    def __init__(
+        self, cfg: Config, spec: EnvSpec, run_target: RunTarget | None = None, weights_file: str | None = None
+    ):
+        super().__init__(cfg, spec, run_target)
+        assert isinstance(cfg.algo, PolicyGradientConfig)
+        self.a: PolicyGradientConfig = cfg.algo
+        self.net: ActorCritic = build_actor_critic(
+            cfg.backbone, spec, cfg.algo.critic.backbone, weights_file, ortho_init=cfg.algo.ortho_init
+        )
+        if cfg.hardware.channels_last and spec.is_image:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    @property
+    def policy(self) -> ActorCritic:
+        return self.net
+
+    def vec_steps_per_chunk(self, world_size: int) -> int:
+        return self.a.n_steps
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = merge_equal_lr(actor_critic_param_groups(self.net, self.cfg.backbone, self.a.lr))
+        for g in groups:
+            g["lr_scale"] = g["lr"] / self.a.lr  # the schedule moves every group, keeping their ratios
+        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        return torch.optim.Adam(groups, lr=self.a.lr, eps=1e-5, fused=fused)
+
+    def lr(self, step: int) -> float:
+        a = self.a
+        return a.lr if a.lr_end is None else linear_schedule(a.lr, a.lr_end, self.cfg.total_env_steps, step)
+
+    def clip_range(self, step: int) -> float | None:
+        a = self.a
+        if a.clip_range is None or a.clip_range_end is None:
+            return a.clip_range
+        return linear_schedule(a.clip_range, a.clip_range_end, self.cfg.total_env_steps, step)
+
+    def build_learner(self) -> None:
+        n, t = self.cfg.env.num_envs, self.a.n_steps
+        obs_dtype = torch.from_numpy(np.zeros(1, dtype=self.spec.obs_dtype)).dtype
+        self.rollout_obs = torch.zeros((t, n, *self.spec.obs_shape), dtype=obs_dtype, device=self.device)
+        self.rollout_actions = torch.zeros((t, n), dtype=torch.long, device=self.device)
+        self.rollout_logp = torch.zeros((t, n), device=self.device)
+        self.values = np.zeros((t, n), dtype=np.float32)
+        self.rewards = np.zeros((t, n), dtype=np.float32)
+        self.dones = np.zeros((t, n), dtype=np.float32)
+
+    def start_learner(self) -> None:
+        self.grad_params = [p for p in self.net.parameters() if p.requires_grad]
+        self.net.eval()  # acting mode (BatchNorm statistics fixed while collecting); updates train it
+
+    # ----------------------------------------------------------------- the chunk: rollout, then update
+    @torch.inference_mode()
+    def _policy_step(self, obs: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Sample actions; returns the obs tensor, actions, and (log-prob, value) rows for the rollout."""
+        x = torch.from_numpy(obs).to(self.device)
+        logits, value = self.net.logits_and_value(x)
+        logp_all = F.log_softmax(logits.float(), dim=-1)
+        # Gumbel-max: argmax(log p + Gumbel noise) is a sample of the softmax; cheaper than multinomial.
+        actions = (logp_all - torch.empty_like(logp_all).exponential_().log()).argmax(dim=1)
+        return x, actions, (logp_all.gather(1, actions.unsqueeze(1)).squeeze(1), value.float())
+
+    @torch.inference_mode()
+    def _values(self, obs: np.ndarray) -> np.ndarray:
+        return self.net.value(torch.from_numpy(np.asarray(obs)).to(self.device)).float().cpu().numpy()
+
+    def _collect(self) -> int:
+        a = self.a
+        steps = 0
+        for t in range(a.n_steps):
+            if self.global_env_steps >= self.cfg.total_env_steps:
+                break
+            x, actions, (logp, value) = self._policy_step(self.loop.obs)
+            actions_np = actions.cpu().numpy()
+            next_obs, rewards, terminated, truncated, info = self.env.step(actions_np)
+            train_rewards = (np.sign(rewards) if self.cfg.env.clip_rewards else rewards).astype(np.float32)
+            cut = np.flatnonzero(truncated & ~terminated)
+            if cut.size:  # a time limit is not a terminal: bootstrap from the final obs's value
+                final = np.stack([info["final_obs"][i] for i in cut])
+                train_rewards[cut] += a.gamma * self._values(final)
+            self.rollout_obs[t] = x
+            self.rollout_actions[t] = actions
+            self.rollout_logp[t] = logp
+            self.values[t] = value.cpu().numpy()
+            self.rewards[t] = train_rewards
+            done = terminated | truncated
+            self.dones[t] = done
+            self.record_step(next_obs, rewards, done)  # episode returns: the env's own rewards
+            steps += 1
+        return steps
+
+    def training_step(self, batch: object, batch_idx: int) -> None:
+        a = self.a
+        chunk_start = self.global_env_steps
+        t = self._collect()
+        if t == 0:
+            self.end_chunk(chunk_start, 0, {})
+            return
+        advantages, returns = gae(
+            self.rewards[:t], self.values[:t], self.dones[:t], self._values(self.loop.obs), a.gamma, a.gae_lambda
+        )
+        stats = self._update(t, advantages, returns)
+        self.end_chunk(chunk_start, stats.pop("n_updates"), stats)
+
+    def _update(self, t: int, advantages: np.ndarray, returns: np.ndarray) -> dict[str, float]:
+        a, dev = self.a, self.device
+        size = t * self.cfg.env.num_envs
+        obs = self.rollout_obs[:t].reshape(size, *self.spec.obs_shape)
+        actions = self.rollout_actions[:t].reshape(size)
+        old_logp = self.rollout_logp[:t].reshape(size)
+        old_values = torch.from_numpy(self.values[:t].reshape(size)).to(dev)
+        adv_all = torch.from_numpy(advantages.reshape(size)).to(dev)
+        ret_all = torch.from_numpy(returns.reshape(size)).to(dev)
+        step = self.global_env_steps
+        lr, clip = self.lr(step), self.clip_range(step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        n_mb = min(a.minibatches, size)  # a last, shorter rollout keeps the count (smaller minibatches)
+        if n_mb == 1 and a.normalize_advantage and size > 1:  # the full batch: normalise once, not per epoch
+            adv_all = (adv_all - adv_all.mean()) / (adv_all.std() + 1e-8)
+        sums = torch.zeros(len(LOSS_STATS), device=dev)
+        n_updates = 0
+        stopped_early = False
+        self.net.train()
+        for _ in range(a.epochs):
+            if n_mb == 1:
+                batches = [(obs, actions, old_logp, old_values, adv_all, ret_all)]
+            else:
+                order = torch.randperm(size, device=dev)
+                batches = [
+                    (obs[i], actions[i], old_logp[i], old_values[i], adv_all[i], ret_all[i])
+                    for i in order.tensor_split(n_mb)
+                ]
+            for mb_obs, mb_actions, mb_logp, mb_values, adv, ret in batches:
+                if n_mb > 1 and a.normalize_advantage and adv.numel() > 1:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                logits, values = self.net.logits_and_value(mb_obs)
+                out = ppo_losses(
+                    logits, values, mb_actions, mb_logp, mb_values, adv, ret, clip, a.critic.clip_range, a.ent_coef > 0
+                )
+                loss = out["policy_loss"] + a.critic.coef * out["value_loss"]
+                if a.ent_coef > 0:
+                    loss = loss - a.ent_coef * out["entropy"]
+                self.optimizer.zero_grad(set_to_none=True)
+                self._backward(loss)
+                out["grad_norm"] = clip_grad_norm(self.grad_params, a.max_grad_norm)
+                self.optimizer.step()
+                out["loss"] = loss
+                sums += torch.stack([out[k].detach() for k in LOSS_STATS])  # one add, not one per statistic
+                n_updates += 1
+            if a.target_kl is not None and self._kl_exceeded(float(out["approx_kl"])):
+                stopped_early = True
+                break
+        self.net.eval()
+        self.loop.updates += n_updates
+        self.check_finite(sums.sum(), "loss or gradient", "lower algo.lr or algo.max_grad_norm")
+        stats = {f"train/{k}": v / n_updates for k, v in zip(LOSS_STATS, sums.tolist(), strict=True)}
+        var = float(ret_all.var())
+        stats["train/explained_variance"] = float("nan") if var == 0 else 1 - float((ret_all - old_values).var()) / var
+        stats |= {"train/lr": lr, "train/early_stop": float(stopped_early), "n_updates": n_updates}
+        if clip is not None:
+            stats["train/clip_range"] = clip
+        return stats
+
+    def _kl_exceeded(self, approx_kl: float) -> bool:
+        """SB3's rule (stop the epochs past 1.5 × target_kl), decided by all ranks together."""
+        exceeded = approx_kl > 1.5 * self.a.target_kl
+        if self.trainer.world_size > 1:
+            exceeded = self.trainer.strategy.reduce_boolean_decision(exceeded, all=False)
+        return exceeded

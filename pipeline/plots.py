@@ -1,0 +1,57 @@
+"""Pictures of learned tables, logged as run artifacts (the learning curve lives in tracking.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ARROWS = {"left": "←", "down": "↓", "right": "→", "up": "↑"}
+
+
+def plot_q_table(
+    q: np.ndarray,
+    path: Path,
+    title: str,
+    grid: tuple[int, int] | None = None,
+    action_names: list[str] | None = None,
+    state_names: list[str] | None = None,
+) -> Path:
+    """Grid worlds: one cell per state, coloured by max_a Q, marked with the greedy action. Other
+    tables: the whole table, states × actions, with the greedy action outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_states, n_actions = q.shape
+    names = action_names or [str(a) for a in range(n_actions)]
+    greedy = q.argmax(axis=1)
+    if grid is not None and grid[0] * grid[1] == n_states:
+        rows, cols = grid
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * cols + 1.5), max(3.0, 0.7 * rows + 1.0)))
+        image = ax.imshow(q.max(axis=1).reshape(rows, cols), cmap="viridis")
+        for s in range(n_states):
+            r, c = divmod(s, cols)
+            name = names[greedy[s]]
+            ax.text(c, r, ARROWS.get(name, name), ha="center", va="center", color="white", fontsize=12)
+        ax.set_xticks(range(cols))
+        ax.set_yticks(range(rows))
+        fig.colorbar(image, ax=ax, label="max_a Q(s, a)")
+        ax.set_title(f"{title}: greedy action and value per cell")
+    else:
+        height = min(12.0, max(2.5, 0.02 * n_states + 2.0))
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * n_actions + 2.0), height))
+        image = ax.imshow(q, aspect="auto", cmap="viridis", interpolation="nearest")
+        if n_states <= 40:  # small tables: outline the greedy action of each state
+            for s in range(n_states):
+                ax.add_patch(plt.Rectangle((greedy[s] - 0.5, s - 0.5), 1, 1, fill=False, ec="red", lw=2))
+            ax.set_yticks(range(n_states), state_names or [str(s) for s in range(n_states)])
+        ax.set_xticks(range(n_actions), names, rotation=30)
+        ax.set_ylabel("state")
+        fig.colorbar(image, ax=ax, label="Q(s, a)")
+        ax.set_title(f"{title}: Q-table")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
