@@ -16,7 +16,6 @@ _MESSAGES = (
     r".*isinstance\(treespec, LeafSpec\).*",  # Lightning's own deprecation, not ours to fix
     r".*`weights_only` was not set.*",  # Lightning's spawn launcher reloading its own weights file
     r".*all_gather is deprecated.*",  # Lightning's all_gather implementation detail
-    r".*`configure_optimizers` returned `None`.*",  # a Q-table has no optimiser
 )
 
 

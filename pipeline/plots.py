@@ -16,9 +16,11 @@ def plot_q_table(
     grid: tuple[int, int] | None = None,
     action_names: list[str] | None = None,
     state_names: list[str] | None = None,
+    unvisited: np.ndarray | None = None,
 ) -> Path:
-    """Grid worlds: one cell per state, coloured by max_a Q, marked with the greedy action. Other
-    tables: the whole table, states × actions, with the greedy action outlined."""
+    """Grid worlds: one cell per state, coloured by max_a Q, marked with the greedy action (grey, no
+    mark: never updated, e.g. cliffs, holes, goals). Other tables: the whole table, states × actions,
+    with the greedy action outlined."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,8 +32,12 @@ def plot_q_table(
     if grid is not None and grid[0] * grid[1] == n_states:
         rows, cols = grid
         fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * cols + 1.5), max(3.0, 0.7 * rows + 1.0)))
-        image = ax.imshow(q.max(axis=1).reshape(rows, cols), cmap="viridis")
+        skip = unvisited if unvisited is not None else np.zeros(n_states, dtype=bool)
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
+        image = ax.imshow(np.ma.masked_array(q.max(axis=1), skip).reshape(rows, cols), cmap=cmap)
         for s in range(n_states):
+            if skip[s]:
+                continue
             r, c = divmod(s, cols)
             name = names[greedy[s]]
             ax.text(c, r, ARROWS.get(name, name), ha="center", va="center", color="white", fontsize=12)

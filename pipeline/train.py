@@ -235,6 +235,7 @@ def _fit_and_log(
     solved = solved_at is not None and mean >= solved_at
     wall_s = time.perf_counter() - t_start
 
+    artifacts = module.final_artifacts(run_dir)  # in the run dir with or without MLflow
     model_uri = None
     if tracker is not None and target is not None:
         final = {"eval/final_return_mean": mean, "eval/final_return_std": std, "perf/wall_s": wall_s}
@@ -243,7 +244,7 @@ def _fit_and_log(
         tracker.mlflow.log_metrics({**final, "train/env_steps": env_steps}, step=env_steps)
         tracker.set_tags({"solved": str(solved).lower()})
         tracker.log_artifact(plot_learning_curve(target, run_dir / "learning_curve.png", run_name))
-        for path in module.final_artifacts(run_dir):
+        for path in artifacts:
             tracker.log_artifact(path)
         extra_files = []
         if hasattr(policy, "encoder"):  # a network on a backbone (not a Q-table)

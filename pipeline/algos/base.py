@@ -138,8 +138,8 @@ class EnvLoop(pl.LightningModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_Ticks(), batch_size=None)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer | None:
-        return None
+    def configure_optimizers(self) -> torch.optim.Optimizer | list:
+        return []  # no optimiser (a Q-table); `None` would make Lightning warn on every run
 
     def setup(self, stage: str) -> None:
         """Spawned DDP ranks receive this module through torch.multiprocessing, which moves CPU tensors

@@ -161,7 +161,8 @@ class Tabular(EnvLoop):
         header = ",".join(["state", *(action_names or [f"a{i}" for i in range(q.shape[1])])])
         rows = [f"{state_names[s] if state_names else s}," + ",".join(f"{v:.6g}" for v in q[s]) for s in range(len(q))]
         csv.write_text("\n".join([header, *rows]) + "\n")
-        png = plot_q_table(q, run_dir / "q_table.png", self.cfg.env.name, grid, action_names, state_names)
+        unvisited = np.all(q == self.a.init_q, axis=1)
+        png = plot_q_table(q, run_dir / "q_table.png", self.cfg.env.name, grid, action_names, state_names, unvisited)
         return [csv, png]
 
 
