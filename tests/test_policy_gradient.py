@@ -3,6 +3,7 @@ backbone untouched, the frozen pretrained critic, learning CartPole, MLflow curv
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def test_ppo_solves_cartpole_and_logs_policy_curves(outputs: Path) -> None:
     entropy = [m.value for m in client.get_metric_history(run_id, "train/entropy")]
     assert entropy[0] > 0.65 and entropy[-1] < entropy[0]  # near-uniform at first (ln 2 = 0.69), then sharper
     lr = [m.value for m in client.get_metric_history(run_id, "train/lr")]
-    assert lr[0] < 1e-3 and all(a >= b for a, b in zip(lr, lr[1:], strict=False))  # linear decay
+    assert lr[0] < 1e-3 and all(a >= b for a, b in itertools.pairwise(lr))  # linear decay
     policy = mlflow.pytorch.load_model(result.model_uri)
     logits = policy(torch.tensor([[0.0, 0.0, 0.1, 0.5], [0.0, 0.0, -0.1, -0.5]]))
     assert logits.argmax(dim=1).tolist() == [1, 0]  # pole falling right: push right; left: push left
