@@ -313,7 +313,7 @@ class EnvLoop(pl.LightningModule):
             "eval": self.last_eval_return,
         }
         if self.writer is not None:
-            self._log_episodes()
+            self._log_episodes(step)
             self.writer.log(metrics, step)
         every = self.cfg.eval.every_env_steps
         if every and step // every != chunk_start_step // every and step < self.cfg.total_env_steps:
@@ -331,16 +331,21 @@ class EnvLoop(pl.LightningModule):
         self.log("env_steps", torch.tensor(self.global_env_steps, dtype=f64), logger=False)
         self.log("last_eval_step", torch.tensor(self.last_eval_step, dtype=f64), logger=False)
 
-    def _log_episodes(self) -> None:
-        by_step: dict[int, list[tuple[float, float]]] = {}
-        for step, ret, length in self._pending_episodes:
-            by_step.setdefault(step, []).append((ret, length))
-        for step, items in by_step.items():
-            rets, lens = zip(*items, strict=True)
-            self.writer.log(
-                {"train/episode_return": float(np.mean(rets)), "train/episode_length": float(np.mean(lens))},
-                step,
-            )
+    def _log_episodes(self, step: int) -> None:
+        """One point per chunk: the mean return and length of the episodes that ended in it, at the
+        chunk's last step. A tabular learner ends thousands of episodes a second; one row each would
+        flood the tracking store (and the chunk is at most a few hundred env steps for deep learners)."""
+        if not self._pending_episodes:
+            return
+        _, rets, lens = zip(*self._pending_episodes, strict=True)
+        self.writer.log(
+            {
+                "train/episode_return": float(np.mean(rets)),
+                "train/episode_length": float(np.mean(lens)),
+                "train/episodes": float(self.loop.episodes),
+            },
+            step,
+        )
         self._pending_episodes.clear()
 
     def _evaluate(self) -> None:
