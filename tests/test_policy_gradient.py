@@ -58,12 +58,12 @@ def test_ppo_ratio_clip_and_value_clip_on_a_fixed_batch() -> None:
         logits, values, actions, old_logp, torch.zeros(4), advantages, torch.full((4,), 2.0), 0.2, 0.2
     )  # fmt: skip
     # min(r·A, clip(r, 0.8, 1.2)·A): 1.2, 0.5, −0.8, −1.5 → loss = −mean = 0.15
-    assert float(out["policy_loss"]) == pytest.approx(-(1.2 + 0.5 - 0.8 - 1.5) / 4)
+    assert out["policy_loss"].item() == pytest.approx(-(1.2 + 0.5 - 0.8 - 1.5) / 4)
     assert float(out["clip_fraction"]) == 1.0
     assert float(out["approx_kl"]) == pytest.approx(float(((ratios - 1) - ratios.log()).mean()), rel=1e-5)
-    assert float(out["entropy"]) == pytest.approx(math.log(2))
+    assert out["entropy"].item() == pytest.approx(math.log(2))
     # Value clip: old 0, new 1, return 2, clip 0.2 → max((1−2)², (0.2−2)²) = 3.24
-    assert float(out["value_loss"]) == pytest.approx(3.24)
+    assert out["value_loss"].item() == pytest.approx(3.24)
     out["policy_loss"].backward()
     grads = logits.grad.abs().sum(dim=1)
     # Clipped where the ratio already moved past 1 ± ε in the advantage's direction (samples 0 and 2);
@@ -71,7 +71,7 @@ def test_ppo_ratio_clip_and_value_clip_on_a_fixed_batch() -> None:
     assert grads[0] == 0 and grads[2] == 0
     assert grads[1] > 0 and grads[3] > 0
     without = ppo_losses(logits, values, actions, old_logp, torch.zeros(4), advantages, torch.zeros(4), None, None)
-    assert float(without["policy_loss"]) == pytest.approx(-float((ratios * advantages).mean()))
+    assert without["policy_loss"].item() == pytest.approx(-float((ratios * advantages).mean()))
 
 
 def _mlp_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -158,3 +158,22 @@ def test_ppo_ddp_cpu_two_ranks_stay_in_sync(outputs: Path) -> None:
     run = client.get_run(result.run_id)
     assert run.data.tags["ddp_replicas_in_sync"] == "true" and run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(result.run_id, "train/approx_kl")] == [512, 1024, 1536, 2048]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["env=minatar_breakout", "backbone=small_cnn"],  # MinAtar's channel grid
+        ["env=breakout", "backbone=nature_cnn", "env.max_episode_steps=200"],  # Atari frame stacks
+        ["env=minatar_breakout", "backbone=resnet18", "env.frame_size=32", "algo.critic.backbone=separate"],
+    ],
+    ids=["minatar-small_cnn", "atari-nature_cnn", "minatar-resnet18-separate"],
+)
+def test_ppo_trains_on_pixel_envs(overrides: list[str], outputs: Path) -> None:
+    budget = ["env.num_envs=2", "algo.n_steps=16", "algo.epochs=2", "algo.minibatches=2", "total_env_steps=64"]
+    cfg = compose_cfg(["algo=ppo", *overrides, *budget, "eval.every_env_steps=0", "eval.episodes=1"], outputs)
+    result = train(cfg)
+    assert result.env_steps == 64 and np.isfinite(result.eval_return_mean)
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs}/mlflow.db")
+    losses = [m.value for m in client.get_metric_history(result.run_id, "train/value_loss")]
+    assert len(losses) == 2 and all(np.isfinite(losses))
