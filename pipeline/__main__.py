@@ -52,7 +52,9 @@ def job(cfg: DictConfig) -> float:
     mark_job_start()
     in_sweep = sweep.in_sweep()
     try:
-        to_config(cfg)  # fast refusal of a bad config, before torch, Lightning and MLflow are imported
+        stage = to_config(cfg).stage.name  # fast refusal of a bad config, before torch and MLflow load
+        if stage == "pretrain":
+            return _pretrain(cfg, in_sweep)
         from pipeline.train import train
 
         result = train(cfg)
@@ -81,6 +83,23 @@ def job(cfg: DictConfig) -> float:
         print(f"mlflow run {result.run_id}  policy {result.model_uri}", flush=True)
         print(f"open the UI: make ui   (mlflow ui --backend-store-uri {cfg.logger.tracking_uri})", flush=True)
     return result.eval_return_mean
+
+
+def _pretrain(cfg: DictConfig, in_sweep: bool) -> float:
+    from pipeline import sweep
+    from pipeline.pretrain import pretrain
+
+    result = pretrain(cfg)
+    if in_sweep:
+        sweep.record_job("finished", value=result.val_accuracy, run_id=result.run_id)
+    print(
+        f"pretrained ({result.objective}): validation accuracy {result.val_accuracy:.3f}, loss "
+        f"{result.train_loss_first:.3f} -> {result.train_loss_last:.3f} in {result.wall_s:.1f} s",
+        flush=True,
+    )
+    if result.run_id:
+        print(f"mlflow run {result.run_id}  backbone.weights=runs:/{result.run_id}/weights/backbone.safetensors")
+    return result.val_accuracy
 
 
 def main() -> None:

@@ -196,6 +196,35 @@ class CheckpointConfig:
 
 
 @dataclass
+class StageConfig:
+    """What the job trains: an RL run, or a backbone without environment reward (pipeline/pretrain.py)."""
+
+    name: str = "rl"
+    objective: str = "supervised"
+    dataset: str = "digits"
+    frames: int = 20_000
+    collect_policy: str = "random"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    val_fraction: float = 0.2
+    register_as: str | None = None
+
+
+@dataclass
+class DistillConfig:
+    """Distillation from a frozen teacher policy (pipeline/distill.py)."""
+
+    name: str = "none"
+    teacher: str | None = None
+    temperature: float = 1.0
+    coef_start: float = 1.0
+    coef_end: float = 0.0
+    coef_steps: int = 50_000
+    coef_auto: bool = False
+
+
+@dataclass
 class PathsConfig:
     outputs: str = "outputs"
 
@@ -210,6 +239,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     seed: int = 0
     total_env_steps: int = 50_000
     progress: bool = True
@@ -375,6 +406,8 @@ def validate(cfg: Config) -> None:
             "backbone=resnet18 for images, or env.obs_mode=state"
         )
     _validate_algo(cfg)
+    _validate_stage(cfg.stage)
+    _validate_distill(cfg)
     _check(h.accelerator in ACCELERATORS, "hardware.accelerator", h.accelerator, f"use one of {ACCELERATORS}")
     _check(h.devices >= 1, "hardware.devices", h.devices, "must be >= 1")
     _check(h.strategy in STRATEGIES, "hardware.strategy", h.strategy, f"use one of {', '.join(STRATEGIES)}")
@@ -522,4 +555,57 @@ def _validate_policy_gradient(cfg: Config, a: PolicyGradientConfig) -> None:
         c.backbone,
         "a frozen copy of a random backbone is a fixed random projection; give backbone.weights=<file or "
         "MLflow URI> (or pretrained=true), or use algo.critic.backbone=separate",
+    )
+
+
+STAGES = ("rl", "pretrain")
+OBJECTIVES = ("supervised", "inverse_dynamics")
+
+
+def _validate_stage(s: StageConfig) -> None:
+    _check(s.name in STAGES, "stage", s.name, f"use one of {', '.join(STAGES)}")
+    _check(s.objective in OBJECTIVES, "stage.objective", s.objective, f"use one of {', '.join(OBJECTIVES)}")
+    _check(s.epochs >= 1, "stage.epochs", s.epochs, "must be >= 1")
+    _check(s.batch_size >= 1, "stage.batch_size", s.batch_size, "must be >= 1")
+    _check(s.lr > 0, "stage.lr", s.lr, "must be > 0")
+    _check(0 < s.val_fraction < 1, "stage.val_fraction", s.val_fraction, "must be in (0, 1)")
+    at_least = f"collect at least 2 x stage.batch_size={s.batch_size}"
+    _check(s.frames >= 2 * s.batch_size, "stage.frames", s.frames, at_least)
+    _check(
+        s.collect_policy == "random" or s.collect_policy.startswith(("runs:/", "models:/")),
+        "stage.collect_policy",
+        s.collect_policy,
+        "use random or an MLflow model URI (runs:/<id>/policy, models:/<name>/<version>)",
+    )
+
+
+DISTILL = ("none", "policy", "kickstart")
+
+
+def _validate_distill(cfg: Config) -> None:
+    d = cfg.distill
+    _check(d.name in DISTILL, "distill", d.name, f"use one of {', '.join(DISTILL)}")
+    if d.name == "none":
+        return
+    _check(
+        bool(d.teacher) and str(d.teacher).startswith(("runs:/", "models:/")),
+        "distill.teacher",
+        d.teacher,
+        "give the teacher policy's MLflow URI (the policy_uri tag of its run, or models:/<name>/<version>)",
+    )
+    _check(
+        not isinstance(cfg.algo, TabularConfig),
+        "distill",
+        d.name,
+        f"distillation trains a network; algo={cfg.algo.name} is a table: use algo=dqn or algo=ppo",
+    )
+    _check(d.temperature > 0, "distill.temperature", d.temperature, "must be > 0")
+    for key, val in (("distill.coef_start", d.coef_start), ("distill.coef_end", d.coef_end)):
+        _check(val >= 0, key, val, "must be >= 0")
+    _check(d.coef_steps >= 1, "distill.coef_steps", d.coef_steps, "must be >= 1")
+    _check(
+        not (isinstance(cfg.algo, DQNConfig) and cfg.backbone.freeze == "all" and cfg.backbone.cache_features),
+        "backbone.cache_features",
+        cfg.backbone.cache_features,
+        "the replay buffer holds features, but the teacher needs observations: set backbone.cache_features=false",
     )

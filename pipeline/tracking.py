@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, one_line
+
+T = TypeVar("T")
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
@@ -181,6 +183,20 @@ class Tracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path)
+
+    def run_to_end(self, body: Callable[[], T]) -> T:
+        """Run `body` inside this run and end it whatever happens: FINISHED, KILLED on an interrupt,
+        FAILED with the error's one line on anything else."""
+        try:
+            result = body()
+        except (KeyboardInterrupt, SystemExit) as ex:
+            self.end("KILLED", error=f"interrupted: {one_line(ex) or type(ex).__name__}")
+            raise
+        except BaseException as ex:
+            self.end("FAILED", error=one_line(ex))
+            raise
+        self.end("FINISHED")
+        return result
 
     def end(self, status: str, error: str | None = None) -> None:
         if self.run_id is None:

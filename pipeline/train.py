@@ -19,7 +19,7 @@ from pipeline.algos import build_module, check_env
 from pipeline.algos.base import EVAL_SEED_OFFSET, EnvLoop
 from pipeline.config import Config, to_config
 from pipeline.envs import probe_env
-from pipeline.errors import ConfigError, one_line
+from pipeline.errors import ConfigError
 from pipeline.evaluate import Evaluator
 from pipeline.progress import EnvStepProgress
 from pipeline.sweep import sweep_tags
@@ -172,19 +172,8 @@ def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
             tracker.log_artifact(run_dir / "config.yaml")
         module.run_target = target
     checkpoints.RunRecord(target.run_id if target else None, tracker.tracking_uri if tracker else None).save(run_dir)
-    try:
-        result = _fit_and_log(cfg, module, tracker, target, run_dir, run_name, t_start)
-    except (KeyboardInterrupt, SystemExit) as ex:
-        if tracker is not None:
-            tracker.end("KILLED", error=f"interrupted: {one_line(ex) or type(ex).__name__}")
-        raise
-    except BaseException as ex:
-        if tracker is not None:
-            tracker.end("FAILED", error=one_line(ex))
-        raise
-    if tracker is not None:
-        tracker.end("FINISHED")
-    return result
+    fit = lambda: _fit_and_log(cfg, module, tracker, target, run_dir, run_name, t_start)  # noqa: E731
+    return fit() if tracker is None else tracker.run_to_end(fit)
 
 
 def _fit_and_log(

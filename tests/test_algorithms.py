@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import run_cli
 
 CASES = {  # algo: (env, checkpoint interval, an observation batch to act on)
+    "dqn": ("cartpole", 1024, torch.zeros(2, 4)),
     "rainbow_lite": ("cartpole", 1024, torch.zeros(2, 4)),
     "q_learning": ("taxi", 65536, torch.tensor([0, 499])),
     "sarsa": ("cliffwalking", 65536, torch.tensor([36, 0])),

@@ -91,6 +91,11 @@ class EnvLoop(pl.LightningModule):
         self.resume_from: dict[str, Any] | None = None  # set by train(): a loaded checkpoint to continue
         self.checkpoint_path: Path | None = None  # the last good checkpoint, named in failure messages
         self.optimizer: torch.optim.Optimizer | None = None
+        self.distill = None  # a Distiller: loaded (and checked against the env) before any training
+        if cfg.distill.name != "none":
+            from pipeline.distill import Distiller
+
+            self.distill = Distiller(cfg, spec)
 
     # ----------------------------------------------------------------- what a family provides
     @property
@@ -189,6 +194,15 @@ class EnvLoop(pl.LightningModule):
                 self.writer = MetricWriter(self.run_target, cfg.logger.flush_every_s)
                 # Start-up cost: process start (imports, env and network building) to the first env step.
                 self.writer.log({"perf/startup_s": startup_s(), **self.start_metrics()}, 0)
+        if self.distill is not None and cfg.distill.coef_auto:
+            # The teacher's own return, on the same evaluation episodes: the target the student nears.
+            from pipeline.distill import teacher_policy
+
+            probe = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed + EVAL_SEED_OFFSET)
+            self.distill.teacher_return = float(probe.run(teacher_policy(self.distill), torch.device("cpu")).mean())
+            probe.close()
+            if self.writer is not None:
+                self.writer.log({"distill/teacher_return": self.distill.teacher_return}, 0)
         self._chunk_start = time.perf_counter()
 
     def on_train_end(self) -> None:
@@ -306,6 +320,10 @@ class EnvLoop(pl.LightningModule):
         step = self.global_env_steps
         sps = (step - chunk_start_step) / elapsed
         metrics = {"perf/env_steps_per_s": sps, "perf/updates_per_s": n_updates / elapsed, **metrics}
+        recent = float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")
+        if self.distill is not None:
+            metrics |= self.distill.metrics()
+            self.distill.update_coef(step, recent)
         self.progress = {
             "env_steps": step,
             "return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),

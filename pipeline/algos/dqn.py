@@ -228,19 +228,33 @@ class DQN(EnvLoop):
         loss_sum = torch.zeros((), device=self.device)
         q_sum = torch.zeros((), device=self.device)
         gnorm_sum = torch.zeros((), device=self.device)
+        distill = self.distill
+        distill_only = distill is not None and distill.only
         for i in range(n_updates):
             obs, next_obs = batch.obs[i], batch.next_obs[i]
+            q_all = self.fwd.q(obs)
+            q = q_all.gather(1, batch.actions[i].unsqueeze(1)).squeeze(1)
+            if distill_only:  # policy distillation: the teacher's distribution is the only target
+                loss = self.distill.term(obs, q_all)
+                self.optimizer.zero_grad(set_to_none=True)
+                self._backward(loss)
+                gnorm_sum += clip_grad_norm(self.grad_params, a.max_grad_norm)
+                self.optimizer.step()
+                loss_sum += loss.detach()
+                q_sum += q.detach().mean()
+                continue
             with torch.no_grad():
                 next_q_online = self.fwd.q(next_obs) if a.double else None
                 next_q = self.fwd.target(next_obs)
                 target = bootstrap_target(batch.rewards[i], batch.discounts[i], next_q, next_q_online)
-            q = self.fwd.q(obs).gather(1, batch.actions[i].unsqueeze(1)).squeeze(1)
             if prioritized:  # importance-weighted loss; the TD errors become the new priorities
                 per_item = F.huber_loss(q, target, delta=a.huber_delta, reduction="none")
                 loss = (batch.weights[i] * per_item).mean()
                 self.buffer.update_priorities(batch.indices[i], q.detach() - target, a.per_eps)
             else:
                 loss = F.huber_loss(q, target, delta=a.huber_delta)
+            if distill is not None:  # kickstarting: TD loss + λ · KL(teacher ‖ student)
+                loss = loss + self.distill.term(obs, q_all)
             self.optimizer.zero_grad(set_to_none=True)
             self._backward(loss)
             gnorm_sum += clip_grad_norm(self.grad_params, a.max_grad_norm)

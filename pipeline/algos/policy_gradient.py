@@ -214,20 +214,22 @@ class PolicyGradient(EnvLoop):
         n_mb = min(a.minibatches, size)  # a last, shorter rollout keeps the count (smaller minibatches)
         if n_mb == 1 and a.normalize_advantage and size > 1:  # the full batch: normalise once, not per epoch
             adv_all = (adv_all - adv_all.mean()) / (adv_all.std() + 1e-8)
+        # The teacher's distributions for the whole rollout, in one batched pass (reused by every epoch).
+        teacher_logp = self.distill.log_probs(obs) if self.distill is not None else adv_all
         sums = torch.zeros(len(LOSS_STATS), device=dev)
         n_updates = 0
         stopped_early = False
         self.net.train()
         for _ in range(a.epochs):
             if n_mb == 1:
-                batches = [(obs, actions, old_logp, old_values, adv_all, ret_all)]
+                batches = [(obs, actions, old_logp, old_values, adv_all, ret_all, teacher_logp)]
             else:
                 order = torch.randperm(size, device=dev)
                 batches = [
-                    (obs[i], actions[i], old_logp[i], old_values[i], adv_all[i], ret_all[i])
+                    (obs[i], actions[i], old_logp[i], old_values[i], adv_all[i], ret_all[i], teacher_logp[i])
                     for i in order.tensor_split(n_mb)
                 ]
-            for mb_obs, mb_actions, mb_logp, mb_values, adv, ret in batches:
+            for mb_obs, mb_actions, mb_logp, mb_values, adv, ret, mb_teacher in batches:
                 if n_mb > 1 and a.normalize_advantage and adv.numel() > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 logits, values = self.net.logits_and_value(mb_obs)
@@ -237,6 +239,9 @@ class PolicyGradient(EnvLoop):
                 loss = out["policy_loss"] + a.critic.coef * out["value_loss"]
                 if a.ent_coef > 0:
                     loss = loss - a.ent_coef * out["entropy"]
+                if self.distill is not None:  # policy distillation replaces the RL loss; kickstarting adds to it
+                    term = self.distill.term(mb_obs, logits, mb_teacher)
+                    loss = term if self.distill.only else loss + term
                 self.optimizer.zero_grad(set_to_none=True)
                 self._backward(loss)
                 out["grad_norm"] = clip_grad_norm(self.grad_params, a.max_grad_norm)

@@ -1,0 +1,295 @@
+"""The pretraining stage (`stage=pretrain`): train a backbone without environment reward and log it
+so that an RL run loads it with `backbone.weights=runs:/<id>/weights/backbone.safetensors` (or
+`models:/<name>/<version>` when `stage.register_as` is set).
+
+The backbone is built for the observations of `cfg.env` — the same `Encoder`, preprocessing and
+input shape the RL run will build — so its weights load bit-exactly there. Objectives:
+- `supervised`: classification on scikit-learn's digits (offline) or a torchvision `ImageFolder`
+  directory, images rendered at the env's observation shape;
+- `inverse_dynamics`: predict the action between two consecutive observations, on frames collected
+  from the env by a random policy or an MLflow policy; the collected frames are logged as a dataset
+  artifact with their size and source policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from pipeline.backbones import Encoder, build_backbone
+from pipeline.config import Config, to_config
+from pipeline.envs import EnvSpec, make_vector_env, probe_env
+from pipeline.errors import ConfigError
+from pipeline.networks import neck
+
+
+@dataclass
+class PretrainResult:
+    run_id: str | None
+    objective: str
+    val_accuracy: float
+    train_loss_first: float  # mean loss of the first epoch...
+    train_loss_last: float  # ...and of the last: the objective was learned if this is lower
+    model_uri: str | None
+    run_dir: Path
+    wall_s: float
+
+
+class Classifier(nn.Module):
+    """Backbone → embedding → logits. `encoder` is what the RL run loads."""
+
+    def __init__(self, encoder: Encoder, cfg_backbone, n_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.neck, dim = neck(cfg_backbone, encoder.out_shape)
+        self.out = nn.Linear(dim, n_classes)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.out(self.neck(self.encoder(obs)))
+
+
+class InverseDynamics(nn.Module):
+    """(obs_t, obs_t+1) → which action led from one to the other (Pathak et al., 2017's inverse model)."""
+
+    def __init__(self, encoder: Encoder, cfg_backbone, n_actions: int):
+        super().__init__()
+        self.encoder = encoder
+        self.neck, dim = neck(cfg_backbone, encoder.out_shape)
+        self.out = nn.Sequential(nn.Linear(2 * dim, 256), nn.ReLU(), nn.Linear(256, n_actions))
+
+    def forward(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        z = self.neck(self.encoder(torch.cat([obs, next_obs])))
+        return self.out(torch.cat(z.chunk(2), dim=1))
+
+
+def _to_obs_layout(images: np.ndarray, spec: EnvSpec) -> np.ndarray:
+    """uint8 [N, 3 or 1, H, W] → the env's observation layout [N, C, h, w] (resized; gray repeated)."""
+    x = torch.from_numpy(images).float()
+    c, h, w = spec.obs_shape
+    if x.shape[2:] != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    if x.shape[1] != c:
+        x = x.mean(dim=1, keepdim=True).expand(-1, c, -1, -1)
+    return x.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def supervised_data(cfg: Config, spec: EnvSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(train images, train labels, val images, val labels, classes) in the env's observation layout."""
+    s = cfg.stage
+    if not spec.is_image or len(spec.obs_shape) != 3:
+        raise ConfigError(
+            f"stage.objective=supervised: env={cfg.env.name} observes {spec.obs_shape}, not images; pretrain for "
+            "an image env (env=digits, env=minatar_breakout env.obs_mode=pixels, ...)"
+        )
+    if s.dataset == "digits":
+        from pipeline.envs.digits import TRAIN_FRACTION, _images
+
+        images, labels = _images(spec.obs_shape[1])
+        split = int(len(images) * TRAIN_FRACTION)  # the digits env's own split: its eval images stay unseen
+    else:
+        images, labels = _image_folder(Path(s.dataset))
+        order = np.random.default_rng(cfg.seed).permutation(len(images))
+        images, labels = images[order], labels[order]
+        split = int(len(images) * (1 - s.val_fraction))
+    x = _to_obs_layout(images, spec)
+    return x[:split], labels[:split], x[split:], labels[split:], int(labels.max()) + 1
+
+
+def _image_folder(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not root.is_dir():
+        raise ConfigError(f"stage.dataset={root}: no such directory; give digits or an ImageFolder directory")
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    folder = ImageFolder(str(root), transform=v2.Compose([v2.PILToTensor(), v2.Resize((96, 96))]))
+    if len(folder) == 0:
+        raise ConfigError(f"stage.dataset={root}: no images in class subfolders")
+    images = np.stack([folder[i][0].numpy() for i in range(len(folder))])
+    return images, np.asarray(folder.targets, dtype=np.int64)
+
+
+def collect_transitions(cfg: Config, spec: EnvSpec) -> dict[str, np.ndarray]:
+    """`stage.frames` transitions (obs, action, next obs) from the env under the collection policy."""
+    s = cfg.stage
+    n = cfg.env.num_envs
+    env = make_vector_env(cfg.env, n)
+    policy = None
+    if s.collect_policy != "random":
+        import mlflow.pytorch
+
+        policy = mlflow.pytorch.load_model(s.collect_policy)
+    rng = np.random.default_rng(cfg.seed)
+    obs, _ = env.reset(seed=[cfg.seed + i for i in range(n)])
+    rows = -(-s.frames // n)
+    out = {
+        "obs": np.zeros((rows * n, *spec.obs_shape), dtype=spec.obs_dtype),
+        "next_obs": np.zeros((rows * n, *spec.obs_shape), dtype=spec.obs_dtype),
+        "actions": np.zeros(rows * n, dtype=np.int64),
+    }
+    for r in range(rows):
+        if policy is None:
+            actions = rng.integers(0, spec.n_actions, size=n)
+        else:
+            with torch.no_grad():
+                actions = policy(torch.as_tensor(obs)).argmax(dim=1).numpy()
+        next_obs, _, terminated, truncated, info = env.step(actions)
+        true_next = next_obs.copy()
+        for i in np.flatnonzero(terminated | truncated):  # the frame the action led to, not the reset one
+            true_next[i] = info["final_obs"][i]
+        out["obs"][r * n : (r + 1) * n] = obs
+        out["next_obs"][r * n : (r + 1) * n] = true_next
+        out["actions"][r * n : (r + 1) * n] = actions
+        obs = next_obs
+    env.close()
+    return {k: v[: s.frames] for k, v in out.items()}
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def pretrain(raw_cfg: DictConfig, run_dir: Path | None = None) -> PretrainResult:
+    """Validate, build data and model, then one tracked run that always ends (like `train`)."""
+    from pipeline.sweep import sweep_tags
+    from pipeline.tracking import Tracker, flatten, git_commit
+    from pipeline.train import _ensure_writable, _hydra_tags, _weights_file, default_run_dir
+
+    t_start = time.perf_counter()
+    cfg = to_config(raw_cfg)
+    torch.manual_seed(cfg.seed)
+    if cfg.hardware.threads > 0:
+        torch.set_num_threads(cfg.hardware.threads)
+    spec = probe_env(cfg.env)
+    encoder = build_backbone(cfg.backbone, spec, _weights_file(cfg))
+    s = cfg.stage
+    if s.objective == "supervised":
+        data = supervised_data(cfg, spec)
+        model: nn.Module = Classifier(encoder, cfg.backbone, data[4])
+    else:
+        data = None
+        model = InverseDynamics(encoder, cfg.backbone, spec.n_actions)
+    run_dir = Path(run_dir or default_run_dir(cfg))
+    run_name = cfg.logger.run_name or f"pretrain-{s.objective}-{cfg.backbone.name}-{cfg.env.name}-s{cfg.seed}"
+    tracker = None
+    if cfg.logger.name == "mlflow":
+        tracker = Tracker(cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location)
+    _ensure_writable(run_dir, cfg.paths.outputs)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    if tracker is not None:
+        tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), "stage": "pretrain"}
+        tracker.start(run_name, flatten(dataclasses.asdict(cfg)), {**tags, **_hydra_tags(), **sweep_tags()})
+        tracker.log_artifact(run_dir / "config.yaml")
+
+    def body() -> PretrainResult:
+        return _fit(cfg, spec, model, data, tracker, run_dir, t_start)
+
+    return body() if tracker is None else tracker.run_to_end(body)
+
+
+def _fit(cfg: Config, spec: EnvSpec, model: nn.Module, data, tracker, run_dir: Path, t_start: float) -> PretrainResult:
+    from pipeline.train import save_backbone
+
+    s = cfg.stage
+    rng = np.random.default_rng(cfg.seed)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=s.lr)
+    frames: dict[str, np.ndarray] = {}
+    if s.objective == "inverse_dynamics":
+        frames = collect_transitions(cfg, spec)
+        dataset_file = run_dir / "dataset" / "transitions.npz"
+        dataset_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(dataset_file, **frames)
+        split = int(len(frames["actions"]) * (1 - s.val_fraction))
+        val_idx = np.arange(split, len(frames["actions"]))
+        if tracker is not None:
+            tracker.log_artifact(dataset_file, "dataset")
+            tracker.set_tags({"dataset.frames": str(len(frames["actions"])), "dataset.policy": s.collect_policy})
+
+        def batch_loss(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = model(torch.from_numpy(frames["obs"][idx]), torch.from_numpy(frames["next_obs"][idx]))
+            target = torch.from_numpy(frames["actions"][idx])
+            return F.cross_entropy(logits, target), (logits.argmax(dim=1) == target).float().mean()
+
+        n_train = split
+        val_sets = [val_idx]
+    else:
+        x_train, y_train, x_val, y_val, _ = data
+
+        def batch_loss(idx: np.ndarray, x=x_train, y=y_train) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = model(torch.from_numpy(x[idx]))
+            target = torch.from_numpy(y[idx])
+            return F.cross_entropy(logits, target), (logits.argmax(dim=1) == target).float().mean()
+
+        n_train = len(y_train)
+        val_sets = None
+    epoch_losses: list[float] = []
+    val_acc = float("nan")
+    for epoch in range(s.epochs):
+        model.train()
+        losses = []
+        for idx in _batches(n_train, s.batch_size, rng):
+            loss, _ = batch_loss(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        epoch_losses.append(float(np.mean(losses)))
+        model.eval()
+        with torch.no_grad():
+            if val_sets is None:
+                logits = torch.cat([model(torch.from_numpy(x_val[i : i + 512])) for i in range(0, len(x_val), 512)])
+                val_acc = float((logits.argmax(dim=1).numpy() == y_val).mean())
+            else:
+                accs = [batch_loss(val_sets[0][i : i + 512])[1] for i in range(0, len(val_sets[0]), 512)]
+                val_acc = float(np.mean([float(a) for a in accs]))
+        if tracker is not None:
+            metrics = {"pretrain/loss": epoch_losses[-1], "pretrain/val_accuracy": val_acc}
+            tracker.mlflow.log_metrics(metrics, step=epoch + 1)
+    backbone_file = save_backbone(model, run_dir)
+    model_uri = None
+    if tracker is not None:
+        tracker.log_artifact(backbone_file, "weights")
+        wall_s = time.perf_counter() - t_start
+        tracker.mlflow.log_metrics({"pretrain/final_val_accuracy": val_acc, "perf/wall_s": wall_s})
+        example = (data[2] if data is not None else frames["obs"])[:2]
+        model_uri = _log_model(tracker, model.encoder, example, backbone_file, s.register_as)
+    return PretrainResult(
+        run_id=tracker.run_id if tracker is not None else None,
+        objective=s.objective,
+        val_accuracy=val_acc,
+        train_loss_first=epoch_losses[0],
+        train_loss_last=epoch_losses[-1],
+        model_uri=model_uri,
+        run_dir=run_dir,
+        wall_s=time.perf_counter() - t_start,
+    )
+
+
+def _log_model(tracker, encoder: nn.Module, example: np.ndarray, backbone_file: Path, register_as: str | None) -> str:
+    """The pretrained encoder (obs → features) as an MLflow model, its weights file beside it."""
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    encoder = encoder.eval()
+    with torch.no_grad():
+        outputs = encoder(torch.as_tensor(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        encoder,
+        name="backbone",
+        signature=infer_signature(example, outputs),
+        input_example=example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        serialization_format="pt2",
+        extra_files=[str(backbone_file)],  # what models:/<name>/<version> resolves to as backbone.weights
+        registered_model_name=register_as,
+    )
+    tracker.set_tags({"model_uri": info.model_uri})
+    return info.model_uri
