@@ -157,8 +157,11 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def pretrain(raw_cfg: DictConfig, run_dir: Path | None = None) -> PretrainResult:
-    """Validate, build data and model, then one tracked run that always ends (like `train`)."""
+def pretrain(
+    raw_cfg: DictConfig, run_dir: Path | None = None, extra_tags: dict[str, str] | None = None
+) -> PretrainResult:
+    """Validate, build data and model, then one tracked run that always ends (like `train`).
+    `extra_tags` replace the sweep's job tags (a chained experiment's first stage is not a job)."""
     from pipeline.sweep import sweep_tags
     from pipeline.tracking import Tracker, flatten, git_commit
     from pipeline.train import _ensure_writable, _hydra_tags, _weights_file, default_run_dir
@@ -186,7 +189,8 @@ def pretrain(raw_cfg: DictConfig, run_dir: Path | None = None) -> PretrainResult
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     if tracker is not None:
         tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), "stage": "pretrain"}
-        tracker.start(run_name, flatten(dataclasses.asdict(cfg)), {**tags, **_hydra_tags(), **sweep_tags()})
+        tags |= _hydra_tags() | (extra_tags if extra_tags is not None else sweep_tags())
+        tracker.start(run_name, flatten(dataclasses.asdict(cfg)), tags)
         tracker.log_artifact(run_dir / "config.yaml")
 
     def body() -> PretrainResult:

@@ -131,8 +131,9 @@ def _ensure_writable(run_dir: Path, outputs: str) -> None:
         ) from None
 
 
-def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
-    """Validate and build everything before MLflow sees anything; then one tracked run that always ends."""
+def train(raw_cfg: DictConfig, run_dir: Path | None = None, extra_tags: dict[str, str] | None = None) -> RunResult:
+    """Validate and build everything before MLflow sees anything; then one tracked run that always ends.
+    `extra_tags` replace the sweep's job tags (a chained experiment's first stage is not a job)."""
     t_start = time.perf_counter()
     silence_known_noise()  # again: Hydra's job logging set-up runs after our import
     cfg = to_config(raw_cfg)
@@ -162,7 +163,8 @@ def train(raw_cfg: DictConfig, run_dir: Path | None = None) -> RunResult:
 
     target: RunTarget | None = None
     if tracker is not None:
-        tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), **_hydra_tags(), **sweep_tags()}
+        tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), **_hydra_tags()}
+        tags |= extra_tags if extra_tags is not None else sweep_tags()
         if resumption is not None and resumption.record.run_id:
             done = resumption.checkpoint["counters"]["global_env_steps"]
             tags["resumed_at_step"] = str(done)
