@@ -221,22 +221,23 @@ RUNNERS = {
 }
 
 
-def _measure(kind: str, seed: int) -> dict:
+def run_isolated(script: str, args: list[str], label: str) -> dict:
+    """`python <script> --one ...` in a fresh process with one thread; its last stdout line is a JSON
+    result, returned with `process_s` (the whole process) and `steps_per_s` (env steps / train_s)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, __file__, "--one", kind, "--seed", str(seed)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, check=False)
     process_s = time.perf_counter() - t0
     if out.returncode != 0:
-        raise RuntimeError(f"{kind} seed {seed} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{label} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.update(kind=kind, seed=seed, process_s=process_s, steps_per_s=result["env_steps"] / result["train_s"])
+    result.update(process_s=process_s, steps_per_s=result["env_steps"] / result["train_s"])
     return result
+
+
+def _measure(kind: str, seed: int) -> dict:
+    result = run_isolated(__file__, ["--one", kind, "--seed", str(seed)], f"{kind} seed {seed}")
+    return {**result, "kind": kind, "seed": seed}
 
 
 def _med(values: list[float]) -> float:

@@ -17,12 +17,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import date
 
-from cartpole_dqn import ROOT, _eval_sb3, _med, _ours, _threads, _write_section
+from cartpole_dqn import ROOT, _eval_sb3, _med, _ours, _threads, _write_section, run_isolated
 
 ZOO = {
     "n_envs": 8,
@@ -96,17 +95,8 @@ RUNNERS = {"sb3_zoo": run_sb3, "ours_zoo": run_ours_zoo}
 
 
 def _measure(kind: str, seed: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    t0 = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, __file__, "--one", kind, "--seed", str(seed)], capture_output=True, text=True, env=env
-    )
-    process_s = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise RuntimeError(f"{kind} seed {seed} failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.update(kind=kind, seed=seed, process_s=process_s, steps_per_s=result["env_steps"] / result["train_s"])
-    return result
+    result = run_isolated(__file__, ["--one", kind, "--seed", str(seed)], f"{kind} seed {seed}")
+    return {**result, "kind": kind, "seed": seed}
 
 
 def _report(results: list[dict], seeds: int, command: str) -> str:

@@ -15,12 +15,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import date
 
-from cartpole_dqn import ROOT, _med, _ours, _write_section
+from cartpole_dqn import ROOT, _med, _ours, _write_section, run_isolated
 
 ENVS = {"taxi": "Taxi-v4", "frozenlake": "FrozenLake-v1", "cliffwalking": "CliffWalking-v1"}
 MAX_STEPS = {"cliffwalking": 500}  # as conf/env/cliffwalking.yaml (gymnasium sets no limit)
@@ -81,14 +80,9 @@ def run_ours(env_name: str, steps: int, seed: int) -> dict:
 
 
 def _measure(kind: str, env_name: str, steps: int, seed: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, __file__, "--one", kind, "--env", env_name, "--steps", str(steps), "--seed", str(seed)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"{kind} {env_name} seed {seed} failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.update(kind=kind, env=env_name, seed=seed, steps_per_s=result["env_steps"] / result["train_s"])
-    return result
+    args = ["--one", kind, "--env", env_name, "--steps", str(steps), "--seed", str(seed)]
+    result = run_isolated(__file__, args, f"{kind} {env_name} seed {seed}")
+    return {**result, "kind": kind, "env": env_name, "seed": seed}
 
 
 def _report(results: list[dict], steps: int, seeds: int, command: str) -> str:

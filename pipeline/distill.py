@@ -45,7 +45,7 @@ class Distiller:
         d: DistillConfig = cfg.distill
         self.cfg = d
         self.model = load_teacher(d.teacher, cfg)
-        example = _example_obs(cfg, spec)
+        example = _example_obs(cfg)
         try:
             with torch.inference_mode():
                 out = self.model(example)
@@ -92,15 +92,11 @@ class Distiller:
     @torch.inference_mode()
     def log_probs(self, obs: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
-        out = self.model(obs.cpu() if self.on_cpu else obs)
+        out = self.model(obs.cpu())  # torch.export'ed programs load on the CPU; the outputs go back
         logp = F.log_softmax(out.float() / self.cfg.temperature, dim=-1).to(obs.device)
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         return logp.clone()  # a normal tensor: usable in the student's autograd graph as a constant
-
-    @property
-    def on_cpu(self) -> bool:
-        return True  # torch.export'ed programs load on the CPU; inputs go there, outputs come back
 
     def ms_per_call(self) -> float:
         return 1000 * self.seconds / max(self.calls, 1)
@@ -154,7 +150,7 @@ def load_teacher(uri: str, cfg: Config) -> nn.Module:
     return model  # exported in eval mode (torch.export'ed modules refuse .eval() / .train())
 
 
-def _example_obs(cfg: Config, spec: EnvSpec) -> torch.Tensor:
+def _example_obs(cfg: Config) -> torch.Tensor:
     env = make_env(cfg.env)
     try:
         obs, _ = env.reset(seed=cfg.seed)

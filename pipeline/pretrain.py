@@ -264,7 +264,7 @@ def _fit(cfg: Config, spec: EnvSpec, model: nn.Module, data, tracker, run_dir: P
         wall_s = time.perf_counter() - t_start
         tracker.mlflow.log_metrics({"pretrain/final_val_accuracy": val_acc, "perf/wall_s": wall_s})
         example = (data[2] if data is not None else frames["obs"])[:2]
-        model_uri = _log_model(tracker, model.encoder, example, backbone_file, s.register_as)
+        model_uri = tracker.log_torch_model(model.encoder, example, "backbone", [backbone_file], s.register_as)
     return PretrainResult(
         run_id=tracker.run_id if tracker is not None else None,
         objective=s.objective,
@@ -275,25 +275,3 @@ def _fit(cfg: Config, spec: EnvSpec, model: nn.Module, data, tracker, run_dir: P
         run_dir=run_dir,
         wall_s=time.perf_counter() - t_start,
     )
-
-
-def _log_model(tracker, encoder: nn.Module, example: np.ndarray, backbone_file: Path, register_as: str | None) -> str:
-    """The pretrained encoder (obs → features) as an MLflow model, its weights file beside it."""
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
-    encoder = encoder.eval()
-    with torch.no_grad():
-        outputs = encoder(torch.as_tensor(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        encoder,
-        name="backbone",
-        signature=infer_signature(example, outputs),
-        input_example=example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        serialization_format="pt2",
-        extra_files=[str(backbone_file)],  # what models:/<name>/<version> resolves to as backbone.weights
-        registered_model_name=register_as,
-    )
-    tracker.set_tags({"model_uri": info.model_uri})
-    return info.model_uri

@@ -198,6 +198,31 @@ class Tracker:
         self.end("FINISHED")
         return result
 
+    def log_torch_model(
+        self, model: Any, example: Any, name: str, extra_files: list[Path], registered_name: str | None = None
+    ) -> str:
+        """Log `model` (in eval mode) as an MLflow model with a signature from `example`, tagged
+        `<name>_uri`. torch.export's pt2 format: it loads without unpickling code or this package."""
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        model = model.eval()
+        with torch.no_grad():
+            outputs = model(torch.as_tensor(example)).numpy()
+        info = mlflow.pytorch.log_model(
+            model,
+            name=name,
+            signature=infer_signature(example, outputs),
+            input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            serialization_format="pt2",
+            extra_files=[str(f) for f in extra_files] or None,  # the backbone: models:/<name>/<v> seeds a run
+            registered_model_name=registered_name,
+        )
+        self.set_tags({f"{name}_uri": info.model_uri})
+        return info.model_uri
+
     def end(self, status: str, error: str | None = None) -> None:
         if self.run_id is None:
             return

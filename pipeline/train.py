@@ -74,26 +74,6 @@ def default_run_dir(cfg: Config) -> Path:
     return Path(cfg.paths.outputs) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S-%f")
 
 
-def _log_policy(tracker: Tracker, policy: torch.nn.Module, example: np.ndarray, extra_files: list[Path]) -> str:
-    import mlflow.pytorch
-    from mlflow.models import infer_signature
-
-    with torch.no_grad():
-        outputs = policy(torch.as_tensor(example)).numpy()  # Q-values or action logits
-    info = mlflow.pytorch.log_model(
-        policy,
-        name="policy",
-        signature=infer_signature(example, outputs),
-        input_example=example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        # torch.export's pt2: loads without unpickling code and without this package installed.
-        serialization_format="pt2",
-        extra_files=[str(f) for f in extra_files] or None,  # the backbone: models:/<name>/<v> seeds another run
-    )
-    tracker.set_tags({"policy_uri": info.model_uri})
-    return info.model_uri
-
-
 def _weights_file(cfg: Config) -> str | None:
     """`backbone.weights` as a local file (an MLflow URI is fetched into the outputs cache)."""
     if not cfg.backbone.weights:
@@ -242,7 +222,7 @@ def _fit_and_log(
             extra_files.append(save_backbone(policy, run_dir))
             tracker.log_artifact(extra_files[0], "weights")
         if cfg.logger.log_model:
-            model_uri = _log_policy(tracker, policy, example, extra_files)
+            model_uri = tracker.log_torch_model(policy, example, "policy", extra_files)  # Q-values or logits
     return RunResult(
         run_id=target.run_id if target else None,
         env_steps=env_steps,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.algos.base import EnvLoop, linear_schedule
-from pipeline.buffers import ReplayBuffer
+from pipeline.buffers import Batch, ReplayBuffer
 from pipeline.config import Config, DQNConfig
 from pipeline.envs import EnvSpec
 from pipeline.networks import QNetwork, build_q_network, param_groups, target_copy
@@ -223,38 +223,21 @@ class DQN(EnvLoop):
         a = self.a
         beta = linear_schedule(a.per_beta_start, a.per_beta_end, self.cfg.total_env_steps, self.global_env_steps)
         batch = self.buffer.sample(a.batch_size, n_updates, beta=beta)
-        prioritized = a.prioritized
         self.q_net.train()
         loss_sum = torch.zeros((), device=self.device)
         q_sum = torch.zeros((), device=self.device)
         gnorm_sum = torch.zeros((), device=self.device)
         distill = self.distill
-        distill_only = distill is not None and distill.only
         for i in range(n_updates):
-            obs, next_obs = batch.obs[i], batch.next_obs[i]
+            obs = batch.obs[i]
             q_all = self.fwd.q(obs)
             q = q_all.gather(1, batch.actions[i].unsqueeze(1)).squeeze(1)
-            if distill_only:  # policy distillation: the teacher's distribution is the only target
-                loss = self.distill.term(obs, q_all)
-                self.optimizer.zero_grad(set_to_none=True)
-                self._backward(loss)
-                gnorm_sum += clip_grad_norm(self.grad_params, a.max_grad_norm)
-                self.optimizer.step()
-                loss_sum += loss.detach()
-                q_sum += q.detach().mean()
-                continue
-            with torch.no_grad():
-                next_q_online = self.fwd.q(next_obs) if a.double else None
-                next_q = self.fwd.target(next_obs)
-                target = bootstrap_target(batch.rewards[i], batch.discounts[i], next_q, next_q_online)
-            if prioritized:  # importance-weighted loss; the TD errors become the new priorities
-                per_item = F.huber_loss(q, target, delta=a.huber_delta, reduction="none")
-                loss = (batch.weights[i] * per_item).mean()
-                self.buffer.update_priorities(batch.indices[i], q.detach() - target, a.per_eps)
+            if distill is not None and distill.only:  # policy distillation: the teacher is the only target
+                loss = distill.term(obs, q_all)
             else:
-                loss = F.huber_loss(q, target, delta=a.huber_delta)
-            if distill is not None:  # kickstarting: TD loss + λ · KL(teacher ‖ student)
-                loss = loss + self.distill.term(obs, q_all)
+                loss = self._td_loss(batch, i, q)
+                if distill is not None:  # kickstarting: TD loss + λ · KL(teacher ‖ student)
+                    loss = loss + distill.term(obs, q_all)
             self.optimizer.zero_grad(set_to_none=True)
             self._backward(loss)
             gnorm_sum += clip_grad_norm(self.grad_params, a.max_grad_norm)
@@ -264,6 +247,21 @@ class DQN(EnvLoop):
         self.q_net.eval()
         self.loop.updates += n_updates
         return loss_sum, q_sum, gnorm_sum, n_updates
+
+    def _td_loss(self, batch: Batch, i: int, q: torch.Tensor) -> torch.Tensor:
+        """Huber TD loss of minibatch `i`; with prioritised replay importance-weighted, and its TD errors
+        become the sampled transitions' new priorities."""
+        a = self.a
+        with torch.no_grad():
+            next_obs = batch.next_obs[i]
+            next_q_online = self.fwd.q(next_obs) if a.double else None
+            next_q = self.fwd.target(next_obs)
+            target = bootstrap_target(batch.rewards[i], batch.discounts[i], next_q, next_q_online)
+        if not a.prioritized:
+            return F.huber_loss(q, target, delta=a.huber_delta)
+        per_item = F.huber_loss(q, target, delta=a.huber_delta, reduction="none")
+        self.buffer.update_priorities(batch.indices[i], q.detach() - target, a.per_eps)
+        return (batch.weights[i] * per_item).mean()
 
     @torch.no_grad()
     def _sync_target(self) -> None:
