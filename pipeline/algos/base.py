@@ -326,7 +326,7 @@ class EnvLoop(pl.LightningModule):
             self.distill.update_coef(step, recent)
         self.progress = {
             "env_steps": step,
-            "return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
+            "return": recent,
             "steps_per_s": sps,
             "eval": self.last_eval_return,
         }
