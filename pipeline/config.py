@@ -16,8 +16,22 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pipeline.errors import ConfigError
 
-OWN_BACKBONES = ("mlp", "nature_cnn", "small_cnn")
+OWN_BACKBONES = ("mlp", "nature_cnn", "small_cnn", "bow")
 VECTOR_BACKBONES = ("mlp",)
+TEXT_OWN_BACKBONES = ("bow",)
+
+
+@dataclass
+class TextWorldConfig:
+    """A seeded family of generated TextWorld games (pipeline/envs/textworld.py)."""
+
+    world_size: int = 3
+    nb_objects: int = 4
+    quest_length: int = 3
+    train_games: int = 1
+    held_out_games: int = 1
+    game_seed: int = 1
+    intermediate_rewards: bool = False
 
 
 @dataclass
@@ -36,6 +50,7 @@ class EnvConfig:
     noop_max: int = 30
     frame_skip: int = 4
     fire_reset: bool = True
+    textworld: TextWorldConfig = field(default_factory=TextWorldConfig)
 
 
 @dataclass
@@ -60,14 +75,23 @@ class BackboneConfig:
     lr_mult: float = 1.0
     layer_decay: float | None = None
     cache_features: bool = True
+    library: str = "auto"
+    pooling: str = "auto"
+    normalize: bool | None = None
+    max_tokens: int = 128
+    vocab_buckets: int = 8192
+
+    @property
+    def is_text(self) -> bool:
+        return self.library == "transformers" or self.name in TEXT_OWN_BACKBONES
 
     @property
     def takes_images(self) -> bool:
-        return self.name not in VECTOR_BACKBONES
+        return self.name not in VECTOR_BACKBONES and not self.is_text
 
     @property
     def is_timm(self) -> bool:
-        return self.name not in OWN_BACKBONES
+        return self.name not in OWN_BACKBONES and not self.is_text
 
     @property
     def has_weights(self) -> bool:
@@ -225,6 +249,18 @@ class DistillConfig:
 
 
 @dataclass
+class RewardConfig:
+    """What the learner is rewarded with: the env's own reward, or that plus a language-model bonus."""
+
+    name: str = "env"
+    goal: str = ""
+    weight: float = 1.0
+    threshold: float = 0.0
+    once_per_episode: bool = True
+    encoder: str = "packaged:all-minilm-l6-v2"
+
+
+@dataclass
 class PathsConfig:
     outputs: str = "outputs"
 
@@ -241,6 +277,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     stage: StageConfig = field(default_factory=StageConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     seed: int = 0
     total_env_steps: int = 50_000
     progress: bool = True
@@ -254,8 +291,12 @@ def register_configs() -> None:
         store.store(group="algo", name=f"{family}_schema", node=node)
 
 
-OBS_MODES = ("auto", "state", "pixels")
-ENV_KINDS = ("gym", "atari", "minatar", "digits")
+OBS_MODES = ("auto", "state", "pixels", "text")
+ENV_KINDS = ("gym", "atari", "minatar", "digits", "text", "textworld")
+TEXT_ENV_KINDS = ("text", "textworld")
+LIBRARIES = ("auto", "timm", "transformers")
+POOLINGS = ("auto", "mean", "cls", "last")
+REWARDS = ("env", "lm_similarity")
 FREEZE = ("none", "all", "partial")
 BN_POLICIES = ("auto", "frozen", "adapt", "train")
 POOLS = ("avg", "conv")
@@ -302,7 +343,9 @@ def resolve_obs_mode(cfg: Config) -> None:
     e = cfg.env
     if e.obs_mode != "auto":
         return
-    if e.kind in ("atari", "digits"):
+    if e.kind in TEXT_ENV_KINDS:
+        e.obs_mode = "text"
+    elif e.kind in ("atari", "digits"):
         e.obs_mode = "pixels"
     elif e.kind == "minatar":
         e.obs_mode = "pixels" if cfg.backbone.is_timm else "state"
@@ -405,6 +448,7 @@ def validate(cfg: Config) -> None:
             f"env.obs_mode=pixels: backbone={b.name} takes vectors; use backbone=nature_cnn or "
             "backbone=resnet18 for images, or env.obs_mode=state"
         )
+    _validate_text(cfg)
     _validate_algo(cfg)
     _validate_stage(cfg.stage)
     _validate_distill(cfg)
@@ -435,6 +479,43 @@ def validate(cfg: Config) -> None:
         cfg.checkpoint.every_env_steps,
         "must be >= 0 (0 = only the last)",
     )
+
+
+def _validate_text(cfg: Config) -> None:
+    """Text envs and text backbones go together; the LM reward needs text or a describer."""
+    e, b, r = cfg.env, cfg.backbone, cfg.reward
+    _check(b.library in LIBRARIES, "backbone.library", b.library, f"use one of {', '.join(LIBRARIES)}")
+    _check(b.pooling in POOLINGS, "backbone.pooling", b.pooling, f"use one of {', '.join(POOLINGS)}")
+    _check(b.max_tokens >= 8, "backbone.max_tokens", b.max_tokens, "must be >= 8 tokens")
+    _check(b.vocab_buckets >= 16, "backbone.vocab_buckets", b.vocab_buckets, "must be >= 16")
+    text_env = e.kind in TEXT_ENV_KINDS
+    _check(
+        not (text_env and not b.is_text),
+        "backbone",
+        b.name,
+        f"env={e.name} observes text; use a text backbone: backbone=minilm, backbone=bow or backbone=hf",
+    )
+    _check(
+        not (b.is_text and not text_env),
+        "backbone",
+        b.name,
+        f"a text encoder needs a text env (env=textworld, env=traffic_light_text); env={e.name} gives arrays",
+    )
+    tw = e.textworld
+    for key, val, low in (
+        ("world_size", tw.world_size, 1),
+        ("nb_objects", tw.nb_objects, 0),
+        ("quest_length", tw.quest_length, 1),
+        ("train_games", tw.train_games, 1),
+        ("held_out_games", tw.held_out_games, 0),
+        ("game_seed", tw.game_seed, 0),
+    ):
+        _check(val >= low, f"env.textworld.{key}", val, f"must be >= {low}")
+    _check(r.name in REWARDS, "reward", r.name, f"use one of {', '.join(REWARDS)}")
+    if r.name == "lm_similarity":
+        _check(bool(r.goal.strip()), "reward.goal", repr(r.goal), "describe the goal in words, e.g. reward.goal='...'")
+        _check(r.weight > 0, "reward.weight", r.weight, "must be > 0")
+        _check(-1.0 <= r.threshold < 1.0, "reward.threshold", r.threshold, "a cosine similarity: must be in [-1, 1)")
 
 
 def _validate_algo(cfg: Config) -> None:

@@ -1,9 +1,10 @@
 """gymnasium environments, built from the `env` config group, vectorised.
 
-One module per family (`classic`, `atari`, `minatar`, `digits`); each exposes `make(cfg, evaluation)`
-returning a single gymnasium env whose image observations are uint8 `[channels, height, width]` —
-for frame stacks, `[frame_stack, height, width]` grayscale — so every backbone and the replay buffer
-see one layout.
+One module per family (`classic`, `atari`, `minatar`, `digits`, `textworld`, and `text` for our own text
+toys); each exposes `make(cfg, evaluation)` returning a single gymnasium env whose image observations are
+uint8 `[channels, height, width]` (for frame stacks, `[frame_stack, height, width]` grayscale), so every
+backbone and the replay buffer see one layout. Text envs observe strings and act by choosing from a
+variable list of commands (`envs/text.py`); `TextVectorEnv` steps them together.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from pipeline.config import EnvConfig
+from pipeline.envs.text import TextVectorEnv
 from pipeline.errors import ConfigError
 
 # Frames are rendered off-screen: no display, and no SDL complaint about one on a headless machine.
@@ -25,6 +27,12 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 TRAFFIC_LIGHT_ID = "pipeline/TrafficLight-v0"
 if TRAFFIC_LIGHT_ID not in gym.registry:
     gym.register(TRAFFIC_LIGHT_ID, "pipeline.envs.traffic_light:TrafficLightEnv", max_episode_steps=50)
+TRAFFIC_LIGHT_TEXT_ID = "pipeline/TrafficLightText-v0"
+if TRAFFIC_LIGHT_TEXT_ID not in gym.registry:
+    gym.register(
+        TRAFFIC_LIGHT_TEXT_ID, "pipeline.envs.traffic_light_text:TrafficLightTextEnv", max_episode_steps=50
+    )
+TEXT_KINDS = ("text", "textworld")
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class EnvSpec:
     solved_return: float | None
     frame_stack: int = 1  # >1: obs[0:k] are k consecutive frames, stored once each in the replay buffer
     n_states: int | None = None  # a Discrete observation space (toy-text grid worlds): its size
+    is_text: bool = False  # strings in, an index into the admissible commands out (envs/text.py)
 
 
 def _builder(kind: str) -> Callable[[EnvConfig, bool], gym.Env]:
@@ -49,8 +58,12 @@ def _builder(kind: str) -> Callable[[EnvConfig, bool], gym.Env]:
         from pipeline.envs.minatar import make
     elif kind == "digits":
         from pipeline.envs.digits import make
+    elif kind == "text":
+        from pipeline.envs.text import make
+    elif kind == "textworld":
+        from pipeline.envs.textworld import make
     else:
-        raise ConfigError(f"env.kind={kind}: use one of gym, atari, minatar, digits")
+        raise ConfigError(f"env.kind={kind}: use one of gym, atari, minatar, digits, text, textworld")
     return make
 
 
@@ -59,11 +72,21 @@ def make_env(cfg: EnvConfig, evaluation: bool = False) -> gym.Env:
     return _builder(cfg.kind)(cfg, evaluation)
 
 
-def make_vector_env(cfg: EnvConfig, num_envs: int, evaluation: bool = False) -> gym.vector.VectorEnv:
-    """Synchronous vector env whose finished sub-envs reset in the same step (final obs in info)."""
+def make_vector_env(
+    cfg: EnvConfig, num_envs: int, evaluation: bool = False, wrap: Callable[[gym.Env], gym.Env] | None = None
+) -> gym.vector.VectorEnv | TextVectorEnv:
+    """Synchronous vector env whose finished sub-envs reset in the same step (final obs in info).
+    `wrap` is applied to each sub-env (e.g. a reward-shaping wrapper)."""
     build = _builder(cfg.kind)
+
+    def one() -> gym.Env:
+        env = build(cfg, evaluation)
+        return wrap(env) if wrap is not None else env
+
+    if cfg.kind in TEXT_KINDS:
+        return TextVectorEnv([one] * num_envs)
     return gym.vector.SyncVectorEnv(
-        [lambda: build(cfg, evaluation) for _ in range(num_envs)],
+        [one] * num_envs,
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
 
@@ -81,6 +104,8 @@ def probe_env(cfg: EnvConfig) -> EnvSpec:
         solved = cfg.solved_return
         if solved is None and env.spec is not None:
             solved = env.spec.reward_threshold
+        if cfg.kind in TEXT_KINDS:
+            return EnvSpec((), np.dtype(object), int(act_space.n), False, solved, is_text=True)
         if isinstance(obs_space, gym.spaces.Discrete):
             return EnvSpec((), np.dtype(np.int64), int(act_space.n), False, solved, n_states=int(obs_space.n))
         if not isinstance(obs_space, gym.spaces.Box):
