@@ -11,6 +11,7 @@ transition costs one 84x84 frame plus a few bytes, not two stacks of four.
 
 from __future__ import annotations
 
+import json
 from typing import NamedTuple
 
 import numpy as np
@@ -314,3 +315,68 @@ class ReplayBuffer:
             self.tree.load_state_dict({"leaves": state["priorities"]})  # type: ignore[dict-item]
             self.max_priority = float(state["max_priority"])  # type: ignore[arg-type]
         self.generator.set_state(state["generator"])  # type: ignore[arg-type]
+
+
+class TextReplay:
+    """Replay for text envs: the transitions' strings themselves (state, command, next state and its
+    command list), no padded tensors. Strings repeat, so the cost is references plus the distinct texts;
+    embeddings come from the encoder's cache at sample time."""
+
+    def __init__(self, capacity: int, seed: int):
+        self.capacity = capacity
+        self.rng = np.random.default_rng(seed)
+        self.states: list[str] = []
+        self.actions: list[str] = []
+        self.next_states: list[str] = []
+        self.next_sets: list[tuple[str, ...]] = []
+        self.rewards = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=bool)
+        self.cursor = 0
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def add(self, state: str, action: str, reward: float, terminated: bool, next_state: str, next_set: list[str]):
+        row = (state, action, next_state, tuple(next_set))
+        i = self.cursor
+        if len(self.states) < self.capacity:
+            for column, value in zip((self.states, self.actions, self.next_states, self.next_sets), row, strict=True):
+                column.append(value)
+        else:
+            self.states[i], self.actions[i], self.next_states[i], self.next_sets[i] = row
+        self.rewards[i], self.terminated[i] = reward, terminated
+        self.cursor = (i + 1) % self.capacity
+
+    def sample(self, batch_size: int) -> dict:
+        idx = self.rng.integers(0, len(self.states), size=batch_size)
+        return {
+            "states": [self.states[i] for i in idx],
+            "actions": [self.actions[i] for i in idx],
+            "next_states": [self.next_states[i] for i in idx],
+            "next_sets": [list(self.next_sets[i]) for i in idx],
+            "rewards": torch.from_numpy(self.rewards[idx]),
+            "terminated": torch.from_numpy(self.terminated[idx]),
+        }
+
+    def state_dict(self) -> dict:
+        n = len(self.states)
+        return {
+            "states": list(self.states),
+            "actions": list(self.actions),
+            "next_states": list(self.next_states),
+            "next_sets": [list(s) for s in self.next_sets],
+            "rewards": torch.from_numpy(self.rewards[:n].copy()),
+            "terminated": torch.from_numpy(self.terminated[:n].copy()),
+            "cursor": self.cursor,
+            "rng": json.dumps(self.rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.states, self.actions = list(state["states"]), list(state["actions"])
+        self.next_states = list(state["next_states"])
+        self.next_sets = [tuple(s) for s in state["next_sets"]]
+        n = len(self.states)
+        self.rewards[:n] = state["rewards"].numpy()
+        self.terminated[:n] = state["terminated"].numpy()
+        self.cursor = int(state["cursor"])
+        self.rng.bit_generator.state = json.loads(state["rng"])

@@ -410,7 +410,7 @@ def validate(cfg: Config) -> None:
         f"feature_layer / resize / stack apply to timm backbones, not {b.name}; leave them at their defaults",
     )
     _check(
-        not (b.pretrained and not b.is_timm),
+        not (b.pretrained and not b.is_timm and b.library != "transformers"),
         "backbone.pretrained",
         b.pretrained,
         f"{b.name} has no hub weights; give backbone.weights=<file or MLflow URI> or pretrained=false",

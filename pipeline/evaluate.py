@@ -8,15 +8,19 @@ import torch
 
 from pipeline.config import EnvConfig
 from pipeline.envs import make_vector_env
+from pipeline.envs.text import TextVectorEnv
 from pipeline.networks import QNetwork
 
 
 class Evaluator:
-    """Runs one episode per sub-env, all in lockstep; the same seeds every call, so evaluations compare."""
+    """Runs one episode per sub-env, all in lockstep; the same seeds every call, so evaluations compare.
+    Text envs: the policy picks from each state's admissible commands, and `success` records which
+    episodes were won."""
 
-    def __init__(self, cfg: EnvConfig, episodes: int, seed: int):
-        self.env: gym.vector.VectorEnv = make_vector_env(cfg, episodes, evaluation=True)
+    def __init__(self, cfg: EnvConfig, episodes: int, seed: int, evaluation: bool = True):
+        self.env: gym.vector.VectorEnv | TextVectorEnv = make_vector_env(cfg, episodes, evaluation=evaluation)
         self.seeds = [seed + i for i in range(episodes)]
+        self.success: np.ndarray | None = None
 
     @torch.no_grad()
     def run(self, policy: QNetwork, device: torch.device) -> np.ndarray:
@@ -26,11 +30,20 @@ class Evaluator:
         n = len(self.seeds)
         returns = np.zeros(n, dtype=np.float64)
         running = np.ones(n, dtype=bool)
+        text = isinstance(self.env, TextVectorEnv)
+        success = np.zeros(n, dtype=bool)
         while running.any():
-            actions = policy.act(torch.as_tensor(obs, device=device)).cpu().numpy()
-            obs, rewards, terminated, truncated, _ = self.env.step(actions)
+            if text:
+                actions = policy.act_text(obs, self.env.admissible)
+            else:
+                actions = policy.act(torch.as_tensor(obs, device=device)).cpu().numpy()
+            obs, rewards, terminated, truncated, info = self.env.step(actions)
             returns += rewards * running
-            running &= ~(terminated | truncated)
+            done = terminated | truncated
+            if text:
+                success |= running & done & info["won"]
+            running &= ~done
+        self.success = success if text and self.env.reports_wins else None
         policy.train(was_training)
         return returns
 

@@ -6,6 +6,7 @@ spawned child) writes metrics through a `MetricWriter` that only needs the track
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -219,6 +220,30 @@ class Tracker:
             serialization_format="pt2",
             extra_files=[str(f) for f in extra_files] or None,  # the backbone: models:/<name>/<v> seeds a run
             registered_model_name=registered_name,
+        )
+        self.set_tags({f"{name}_uri": info.model_uri})
+        return info.model_uri
+
+    def log_pickled_model(self, model: Any, name: str) -> str:
+        """A model whose input is not a tensor (a text policy: strings in, a command index out), pickled
+        with this package's code beside it so `mlflow.pytorch.load_model` rebuilds it anywhere; tagged
+        `<name>_uri`."""
+        import mlflow.pytorch
+        import torch
+
+        model = model.eval()
+        if getattr(model, "cache", None) is not None:
+            model.cache = type(model.cache)(model.cache.encoder)  # the run's embeddings are not the model
+        import transformers
+
+        # mlflow warns that pickles run code on load; this is our own model, loaded with our own code.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        info = mlflow.pytorch.log_model(
+            model,
+            name=name,
+            serialization_format="pickle",
+            code_paths=[str(Path(__file__).resolve().parent)],
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}"],
         )
         self.set_tags({f"{name}_uri": info.model_uri})
         return info.model_uri

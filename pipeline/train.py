@@ -196,12 +196,14 @@ def _fit_and_log(
     # The final evaluation: the same fixed-seed episodes as the periodic ones, on the trained policy.
     policy = module.policy.to("cpu").eval()
     evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed + EVAL_SEED_OFFSET)
+    text = module.spec.is_text
     try:
         returns = evaluator.run(policy, torch.device("cpu"))
-        example = np.stack([evaluator.env.reset(seed=cfg.seed)[0][0]] * 2)  # real observations, for the model
+        example = None if text else np.stack([evaluator.env.reset(seed=cfg.seed)[0][0]] * 2)  # real observations
     finally:
         evaluator.close()
     mean, std = float(returns.mean()), float(returns.std())
+    success = evaluator.success
     solved_at = module.spec.solved_return
     solved = solved_at is not None and mean >= solved_at
     wall_s = time.perf_counter() - t_start
@@ -212,16 +214,23 @@ def _fit_and_log(
         final = {"eval/final_return_mean": mean, "eval/final_return_std": std, "perf/wall_s": wall_s}
         if not already_evaluated:  # the curve ends at the last step (once: a stop on solve evaluated it)
             final |= {"eval/return_mean": mean, "eval/return_std": std}
+            if success is not None:
+                final["eval/success_rate"] = float(success.mean())
+        if success is not None:
+            final["eval/final_success_rate"] = float(success.mean())
         tracker.mlflow.log_metrics({**final, "train/env_steps": env_steps}, step=env_steps)
         tracker.set_tags({"solved": str(solved).lower()})
         tracker.log_artifact(plot_learning_curve(target, run_dir / "learning_curve.png", run_name))
         for path in artifacts:
             tracker.log_artifact(path)
         extra_files = []
-        if hasattr(policy, "encoder"):  # a network on a backbone (not a Q-table)
+        # A network on a backbone (not a Q-table); a frozen text encoder is its weights source unchanged.
+        if hasattr(policy, "encoder") and not (text and policy.encoder.frozen):
             extra_files.append(save_backbone(policy, run_dir))
             tracker.log_artifact(extra_files[0], "weights")
-        if cfg.logger.log_model:
+        if cfg.logger.log_model and text:
+            model_uri = tracker.log_pickled_model(policy, "policy")  # DRRN: act_text(states, command lists)
+        elif cfg.logger.log_model:
             model_uri = tracker.log_torch_model(policy, example, "policy", extra_files)  # Q-values or logits
     return RunResult(
         run_id=target.run_id if target else None,

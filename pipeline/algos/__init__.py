@@ -11,6 +11,25 @@ from pipeline.errors import ConfigError
 def check_env(cfg: Config, spec: EnvSpec) -> None:
     """Refuse an algorithm on an observation space it cannot use, naming the fix, before anything runs."""
     tabular = isinstance(cfg.algo, TabularConfig)
+    if cfg.reward.name == "lm_similarity" and not spec.is_text and not tabular:
+        raise ConfigError(
+            f"reward=lm_similarity: env={cfg.env.name} has no text to compare with the goal; use a text env "
+            "(env=textworld, env=traffic_light_text) or a grid world with a tabular algorithm (env=frozenlake "
+            "algo=q_learning)"
+        )
+    if spec.is_text:
+        if not isinstance(cfg.algo, DQNConfig):
+            raise ConfigError(
+                f"algo={cfg.algo.name}: env={cfg.env.name} is a text game with a variable command list; "
+                "use algo=dqn or algo=double_dqn (a DRRN over the admissible commands)"
+            )
+        a = cfg.algo
+        if a.n_step != 1 or a.prioritized or a.dueling:
+            raise ConfigError(
+                f"algo={a.name}: n-step returns, prioritised replay and dueling heads are not wired for text envs; "
+                "set algo.n_step=1 algo.prioritized=false algo.dueling=false (or algo=double_dqn)"
+            )
+        return
     if tabular and spec.n_states is None:
         raise ConfigError(
             f"algo={cfg.algo.name}: a Q-table needs a discrete observation space, env={cfg.env.name} observes "
@@ -26,6 +45,10 @@ def check_env(cfg: Config, spec: EnvSpec) -> None:
 
 def build_module(cfg: Config, spec: EnvSpec, weights_file: str | None = None) -> EnvLoop:
     """The learner for `cfg.algo`'s family (imported lazily: each pulls in only what it needs)."""
+    if spec.is_text:
+        from pipeline.algos.drrn import TextDQN
+
+        return TextDQN(cfg, spec, weights_file=weights_file)
     if isinstance(cfg.algo, DQNConfig):
         from pipeline.algos.dqn import DQN
 

@@ -19,6 +19,7 @@ import math
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,9 @@ class LoopState:
     updates: int = 0
     episodes: int = 0
     resumes: int = 0  # how often this run was resumed (offsets the env seeds of each resumption)
-    obs: np.ndarray | None = None
+    obs: np.ndarray | list[str] | None = None
     ep_return: np.ndarray | None = None
+    ep_raw_return: np.ndarray | None = None  # the env's own reward, when a reward wrapper shapes it
     ep_length: np.ndarray | None = None
 
 
@@ -124,7 +126,17 @@ class EnvLoop(pl.LightningModule):
         return {}
 
     def make_train_env(self, num_envs: int) -> gym.vector.VectorEnv:
-        return make_vector_env(self.cfg.env, num_envs)
+        return make_vector_env(self.cfg.env, num_envs, wrap=self.reward_wrapper())
+
+    def reward_wrapper(self) -> Callable[[gym.Env], gym.Env] | None:
+        """`reward=lm_similarity` on a text env: each training sub-env shaped by the goal similarity
+        (evaluation envs stay unwrapped: evaluation reports the env's own reward)."""
+        if self.cfg.reward.name == "env":
+            return None
+        from pipeline.rewards import GoalSimilarity, LMSimilarityReward
+
+        scorer = GoalSimilarity(self.cfg.reward, Path(self.cfg.paths.outputs) / "cache" / "weights")
+        return lambda env: LMSimilarityReward(env, scorer)
 
     def final_artifacts(self, run_dir: Path) -> list[Path]:
         """Files the family adds to the run at the end (e.g. the Q-table and its heat-map)."""
@@ -182,9 +194,10 @@ class EnvLoop(pl.LightningModule):
         env_seed = cfg.seed + rank * n + RESUME_SEED_STRIDE * self.loop.resumes
         self.loop.obs, _ = self.env.reset(seed=[env_seed + i for i in range(n)])
         self.loop.ep_return = np.zeros(n)
+        self.loop.ep_raw_return = np.zeros(n)
         self.loop.ep_length = np.zeros(n, dtype=np.int64)
-        self.recent_returns: deque[float] = deque(maxlen=20)
-        self._pending_episodes: list[tuple[int, float, float]] = []
+        self.recent_returns: deque[float] = deque(maxlen=20)  # the env's own reward (unshaped)
+        self._pending_episodes: list[tuple[int, float, float, float]] = []
         self.start_learner()
         self.evaluator = None
         self.writer = None
@@ -216,21 +229,27 @@ class EnvLoop(pl.LightningModule):
             self.evaluator.close()
 
     # ----------------------------------------------------------------- episodes
-    def record_step(self, next_obs: np.ndarray, rewards: np.ndarray, done: np.ndarray) -> None:
-        """Advance the clock by one vector step and close the episodes that ended in it."""
+    def record_step(
+        self, next_obs: Any, rewards: np.ndarray, done: np.ndarray, raw_rewards: np.ndarray | None = None
+    ) -> None:
+        """Advance the clock by one vector step and close the episodes that ended in it. `raw_rewards`:
+        the env's own rewards when the learner's are shaped (both returns are logged)."""
         loop = self.loop
         loop.obs = next_obs
         loop.vec_steps += 1
         loop.ep_return += rewards
+        loop.ep_raw_return += rewards if raw_rewards is None else raw_rewards
         loop.ep_length += 1
         finished = np.flatnonzero(done)
         if finished.size:
             step = self.global_env_steps
             for i in finished:
-                self._pending_episodes.append((step, float(loop.ep_return[i]), float(loop.ep_length[i])))
-                self.recent_returns.append(float(loop.ep_return[i]))
+                raw = float(loop.ep_raw_return[i])
+                self._pending_episodes.append((step, float(loop.ep_return[i]), float(loop.ep_length[i]), raw))
+                self.recent_returns.append(raw)
             loop.episodes += finished.size
             loop.ep_return[finished] = 0.0
+            loop.ep_raw_return[finished] = 0.0
             loop.ep_length[finished] = 0
 
     # ----------------------------------------------------------------- checkpoints
@@ -355,15 +374,15 @@ class EnvLoop(pl.LightningModule):
         flood the tracking store (and the chunk is at most a few hundred env steps for deep learners)."""
         if not self._pending_episodes:
             return
-        _, rets, lens = zip(*self._pending_episodes, strict=True)
-        self.writer.log(
-            {
-                "train/episode_return": float(np.mean(rets)),
-                "train/episode_length": float(np.mean(lens)),
-                "train/episodes": float(self.loop.episodes),
-            },
-            step,
-        )
+        _, rets, lens, raws = zip(*self._pending_episodes, strict=True)
+        metrics = {
+            "train/episode_return": float(np.mean(rets)),
+            "train/episode_length": float(np.mean(lens)),
+            "train/episodes": float(self.loop.episodes),
+        }
+        if self.cfg.reward.name != "env":  # the learner's return is shaped; the env's own is the one to compare
+            metrics["train/episode_return_raw"] = float(np.mean(raws))
+        self.writer.log(metrics, step)
         self._pending_episodes.clear()
 
     def _evaluate(self) -> None:
@@ -376,7 +395,10 @@ class EnvLoop(pl.LightningModule):
         solved_at = self.spec.solved_return
         self.solved = solved_at is not None and self.last_eval_return >= solved_at
         if self.writer is not None:
-            self.writer.log({"eval/return_mean": self.last_eval_return, "eval/return_std": float(returns.std())}, step)
+            metrics = {"eval/return_mean": self.last_eval_return, "eval/return_std": float(returns.std())}
+            if self.evaluator.success is not None:
+                metrics["eval/success_rate"] = float(self.evaluator.success.mean())
+            self.writer.log(metrics, step)
 
     def _check_replicas_in_sync(self) -> None:
         """DDP's promise, verified: every rank ends with bit-identical weights, or the run fails."""

@@ -22,6 +22,7 @@ from pipeline.algos.base import EnvLoop, linear_schedule
 from pipeline.config import Config, TabularConfig
 from pipeline.envs import EnvSpec, make_env, make_vector_env
 from pipeline.envs.table import make_table_env
+from pipeline.errors import ConfigError
 from pipeline.tracking import RunTarget
 
 
@@ -99,7 +100,13 @@ class Tabular(EnvLoop):
 
     def make_train_env(self, num_envs: int) -> gym.vector.VectorEnv:
         # The fast path when the env publishes its transition table; any other discrete env still works.
-        return make_table_env(self.cfg.env, num_envs) or make_vector_env(self.cfg.env, num_envs)
+        table = make_table_env(self.cfg.env, num_envs)
+        if self.cfg.reward.name != "env":
+            if table is None:
+                raise ConfigError(f"reward=lm_similarity: env={self.cfg.env.name} publishes no transition table")
+            self.shaping_similarity = table.shape_by_state(self.cfg)
+            return table
+        return table or make_vector_env(self.cfg.env, num_envs)
 
     def start_learner(self) -> None:
         self.q = self.table.q.numpy()  # shares memory with the buffer: updates land in checkpoints
@@ -135,7 +142,7 @@ class Tabular(EnvLoop):
             targets = td_targets(a.update, self.q, rewards, final, terminated, a.gamma, eps, after)
             td_sum += batched_update(self.q, obs, actions, targets, lr)
             n_vec += 1
-            self.record_step(next_obs, rewards, done)
+            self.record_step(next_obs, rewards, done, raw_rewards=info.get("raw_reward"))
         n = self.cfg.env.num_envs
         self.loop.updates += n_vec * n
         step = self.global_env_steps

@@ -43,15 +43,24 @@ PACKAGED = "packaged:tf_efficientnet_lite0"  # real ImageNet weights shipped ins
 
 def resolve(weights: str, tracking_uri: str, cache_dir: Path) -> Path:
     """A local weights file for `backbone.weights`: the path itself, the file an MLflow URI names, or
-    (`packaged:tf_efficientnet_lite0`) the packaged EfficientNet-Lite0 converted once into the cache."""
+    (`packaged:tf_efficientnet_lite0`) the packaged EfficientNet-Lite0 converted once into the cache; for
+    text backbones a Hugging Face folder (`packaged:all-minilm-l6-v2` is the packaged MiniLM, extracted)."""
     if weights.startswith("packaged:"):
+        from pipeline.backbones.text import PACKAGED_MINILM, extract_minilm
+
+        if weights == PACKAGED_MINILM:
+            return extract_minilm(cache_dir)
         if weights != PACKAGED:
-            raise ConfigError(f"backbone.weights={weights}: the packaged weights available are {PACKAGED}")
+            raise ConfigError(
+                f"backbone.weights={weights}: the packaged weights available are {PACKAGED} and {PACKAGED_MINILM}"
+            )
         from pipeline.packaged_weights import convert_efficientnet_lite0
 
         return convert_efficientnet_lite0(cache_dir / "tf_efficientnet_lite0.safetensors")
     if not is_mlflow_uri(weights):
         path = Path(weights).expanduser()
+        if path.is_dir() and (path / "config.json").is_file():  # a Hugging Face model folder
+            return path
         if not path.is_file():
             raise ConfigError(
                 f"backbone.weights={weights}: no such file; give a .safetensors/.pth path or an MLflow URI "

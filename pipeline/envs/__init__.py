@@ -29,9 +29,7 @@ if TRAFFIC_LIGHT_ID not in gym.registry:
     gym.register(TRAFFIC_LIGHT_ID, "pipeline.envs.traffic_light:TrafficLightEnv", max_episode_steps=50)
 TRAFFIC_LIGHT_TEXT_ID = "pipeline/TrafficLightText-v0"
 if TRAFFIC_LIGHT_TEXT_ID not in gym.registry:
-    gym.register(
-        TRAFFIC_LIGHT_TEXT_ID, "pipeline.envs.traffic_light_text:TrafficLightTextEnv", max_episode_steps=50
-    )
+    gym.register(TRAFFIC_LIGHT_TEXT_ID, "pipeline.envs.traffic_light_text:TrafficLightTextEnv", max_episode_steps=50)
 TEXT_KINDS = ("text", "textworld")
 
 

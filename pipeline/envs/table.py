@@ -13,7 +13,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from pipeline.config import EnvConfig
+from pipeline.config import Config, EnvConfig
 
 
 def has_table(env: gym.Env) -> bool:
@@ -46,6 +46,22 @@ class TableEnv:
         self.state = np.zeros(num_envs, dtype=np.int64)
         self.steps = np.zeros(num_envs, dtype=np.int64)
         self.rng = np.random.default_rng()
+        self.state_bonus: np.ndarray | None = None  # reward shaping by next state (pipeline/rewards.py)
+        self.bonus_once = False
+        self.given = np.zeros(num_envs, dtype=bool)
+        self._source = env
+
+    def shape_by_state(self, cfg: Config) -> np.ndarray:
+        """`reward=lm_similarity` on a grid world: every state is described and scored against the goal
+        once; a step then earns its next state's bonus. Returns the states' similarities."""
+        from pathlib import Path
+
+        from pipeline.rewards import GoalSimilarity, state_bonus_table
+
+        scorer = GoalSimilarity(cfg.reward, Path(cfg.paths.outputs) / "cache" / "weights")
+        similarity, self.state_bonus = state_bonus_table(self._source, len(self.start_cum), scorer)
+        self.bonus_once = cfg.reward.once_per_episode
+        return similarity
 
     def _starts(self, n: int) -> np.ndarray:
         return np.minimum(np.searchsorted(self.start_cum, self.rng.random(n), side="right"), len(self.start_cum) - 1)
@@ -55,6 +71,7 @@ class TableEnv:
             self.rng = np.random.default_rng(seed)
         self.state = self._starts(self.num_envs)
         self.steps[:] = 0
+        self.given[:] = False
         return self.state.copy(), {}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -76,7 +93,15 @@ class TableEnv:
             obs[idx] = self._starts(idx.size)
             self.steps[idx] = 0
         self.state = obs
-        return obs, rewards, terminated, truncated, {"final_obs": final}
+        info = {"final_obs": final}
+        if self.state_bonus is not None:
+            bonus = self.state_bonus[final]
+            if self.bonus_once:
+                bonus = np.where(self.given, 0.0, bonus)
+                self.given = (self.given | (bonus > 0)) & ~done
+            info["raw_reward"] = rewards
+            rewards = rewards + bonus
+        return obs, rewards, terminated, truncated, info
 
     def close(self) -> None:
         pass

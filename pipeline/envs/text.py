@@ -42,6 +42,7 @@ class TextVectorEnv:
         self.envs = [fn() for fn in env_fns]
         self.num_envs = len(self.envs)
         self.admissible: list[list[str]] = [[] for _ in self.envs]
+        self.reports_wins = False  # true once an episode ended with a `won` flag: the env has a goal
         self._rewards = np.zeros(self.num_envs)
 
     def reset(self, seed: Sequence[int] | int | None = None) -> tuple[list[str], dict[str, Any]]:
@@ -76,6 +77,7 @@ class TextVectorEnv:
             terminated[i], truncated[i] = term, trunc
             admissible = list(info["admissible"])
             if term or trunc:
+                self.reports_wins = self.reports_wins or "won" in info
                 won[i] = bool(info.get("won", False))
                 final_obs[i], final_admissible[i] = text, admissible
                 text, reset_info = env.reset()

@@ -70,4 +70,4 @@ class TrafficLightTextEnv(gym.Env):
         event = EVENT_TEXT[self.core.s, core_action]
         _, reward, terminated, truncated, _ = self.core.step(core_action)
         state, commands = self._observe()
-        return state, reward, terminated, truncated, {"admissible": commands, "event": event, "won": False}
+        return state, reward, terminated, truncated, {"admissible": commands, "event": event}

@@ -1,0 +1,86 @@
+"""Q(s, a) over text states and text commands: the DRRN head (He et al., 2016) on a text encoder.
+
+A text game offers a different list of commands in every state, so there is no fixed output layer: the
+state and each command are embedded separately (the same encoder), projected, and scored together; a
+batch of states with command lists of different sizes is one flat batch of (state, command) pairs with
+an `owner` index. The network is also the policy that evaluation runs and MLflow serves (`act_text`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.backbones.text import EmbeddingCache, TextEncoder
+
+
+class DRRNHead(nn.Module):
+    """(state embedding, command embedding) → Q. Separate projections, then an MLP on [h_s, h_a, h_s·h_a]:
+    DRRN's inner product, plus the capacity to learn interactions it cannot express."""
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.state = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU())
+        self.action = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU())
+        self.score = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, state_emb: torch.Tensor, action_emb: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        hs = self.state(state_emb).index_select(0, owner)
+        ha = self.action(action_emb)
+        return self.score(torch.cat([hs, ha, hs * ha], dim=-1)).squeeze(-1)
+
+
+class DRRN(nn.Module):
+    """Text encoder + DRRN head. A frozen encoder is wrapped in an `EmbeddingCache`: each distinct text is
+    encoded once per run."""
+
+    def __init__(self, encoder: TextEncoder, hidden: int = 128):
+        super().__init__()
+        self.encoder = encoder
+        self.head = DRRNHead(encoder.out_dim, hidden)
+        self.cache: EmbeddingCache | None = EmbeddingCache(encoder) if encoder.frozen else None
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """Embeddings of `texts`, each distinct text encoded once in this call (and once ever when cached)."""
+        if self.cache is not None:
+            return self.cache(texts)
+        unique = list(dict.fromkeys(texts))
+        rows = {t: i for i, t in enumerate(unique)}
+        vectors = self.encoder(unique)
+        return vectors.index_select(0, torch.tensor([rows[t] for t in texts], device=vectors.device))
+
+    def q_values(self, states: list[str], action_sets: list[list[str]]) -> tuple[torch.Tensor, list[int]]:
+        """Q of every (state, command) pair, flat in order, and the number of commands of each state."""
+        counts = [len(a) for a in action_sets]
+        flat_actions = [a for actions in action_sets for a in actions]
+        emb = self.embed(list(states) + flat_actions)
+        state_emb, action_emb = emb[: len(states)], emb[len(states) :]
+        return self.head(state_emb, action_emb, owner_index(counts, emb.device)), counts
+
+    def forward(self, states: list[str], action_sets: list[list[str]]) -> torch.Tensor:
+        return self.q_values(states, action_sets)[0]
+
+    @torch.no_grad()
+    def act_text(self, states: list[str], action_sets: list[list[str]]) -> list[int]:
+        """The greedy command's index in each state's list (0 where a list is empty: nothing to choose)."""
+        q, counts = self.q_values(states, action_sets)
+        return [int(part.argmax()) if part.numel() else 0 for part in torch.split(q, counts)]
+
+
+def owner_index(counts: list[int], device: torch.device) -> torch.Tensor:
+    """For a flat batch of commands: the index of the state each belongs to."""
+    return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
+
+
+def set_max(q: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """max_a Q(s, a) per state of a flat batch; 0 for a state with no commands (a terminal one)."""
+    return torch.stack([part.max() if part.numel() else q.new_zeros(()) for part in torch.split(q, counts)])
+
+
+def set_argmax(q: torch.Tensor, counts: list[int]) -> list[int]:
+    """Flat index of each state's best command (-1 for a state with no commands)."""
+    out, start = [], 0
+    for part in torch.split(q, counts):
+        out.append(start + int(part.argmax()) if part.numel() else -1)
+        start += part.numel()
+    return out
