@@ -1,0 +1,170 @@
+"""Language models in the loop: the packaged MiniLM, the embedding cache, the DRRN head over command lists
+of different sizes, the LM similarity reward, a DRRN that learns the text traffic light end to end (logged,
+loaded back, acting), and the refusals."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import mlflow.pytorch
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline.backbones.text import EmbeddingCache, apply_freeze, build_text_encoder, extract_minilm
+from pipeline.config import BackboneConfig, RewardConfig
+from pipeline.errors import ConfigError
+from pipeline.networks_text import DRRN, set_argmax, set_max
+from pipeline.rewards import GoalSimilarity
+from tests.conftest import run_cli
+
+MINILM = BackboneConfig(name="minilm", library="transformers", weights="packaged:all-minilm-l6-v2", freeze="all")
+
+
+@pytest.fixture(scope="module")
+def weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="module")
+def minilm(weights_cache: Path):
+    encoder = build_text_encoder(MINILM, str(extract_minilm(weights_cache)), weights_cache)
+    apply_freeze(encoder, MINILM)
+    return encoder
+
+
+def test_packaged_minilm_loads_offline_and_its_semantics_are_real(minilm, weights_cache: Path) -> None:
+    assert minilm.frozen and not minilm.training
+    assert sum(p.numel() for p in minilm.parameters()) > 22_000_000  # the real 6-layer model, not a stub
+    e = minilm(["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply."])
+    assert torch.allclose(e.norm(dim=-1), torch.ones(3), atol=1e-5)  # normalised, as its config says
+    paraphrase, unrelated = float(e[0] @ e[1]), float(e[0] @ e[2])
+    assert paraphrase > 0.6 and unrelated < 0.2, (paraphrase, unrelated)
+    assert (weights_cache / "all-MiniLM-L6-v2" / ".complete").is_file()  # extracted once, reused
+
+
+def test_embedding_cache_is_exact_and_never_recomputes_a_text(minilm) -> None:
+    seen: list[int] = []
+    hook = minilm.register_forward_hook(lambda _m, args, _out: seen.append(len(args[0])))
+    try:
+        cache = EmbeddingCache(minilm)
+        first = cache(["go north", "take key", "go north"])
+        second = cache(["take key", "open door", "go north"])
+    finally:
+        hook.remove()
+    assert seen == [2, 1]  # "go north" and "take key" once, then only "open door"
+    assert (cache.hits, cache.misses) == (3, 3) and cache.hit_rate == 0.5
+    assert torch.equal(first[0], second[2]) and torch.equal(first[1], second[0])
+    assert torch.equal(second[1], minilm(["open door"])[0])
+
+
+def test_drrn_scores_command_lists_of_different_sizes_in_one_batch() -> None:
+    torch.manual_seed(0)
+    cfg = BackboneConfig(name="bow", vocab_buckets=256, features_dim=16)
+    net = DRRN(build_text_encoder(cfg, None, Path()), hidden=8)
+    states = ["you are in a kitchen", "a dark cellar", "the end"]
+    sets = [["open fridge", "go east", "eat apple"], ["light lamp"], []]
+    q, counts = net.q_values(states, sets)
+    assert counts == [3, 1, 0] and q.shape == (4,)
+    alone = torch.cat([net.q_values([s], [a])[0] for s, a in zip(states[:2], sets[:2], strict=True)])
+    assert torch.allclose(q, alone, atol=1e-6)  # batching changes nothing
+    assert torch.equal(set_max(q, counts), torch.stack([q[:3].max(), q[3], torch.tensor(0.0)]))
+    assert set_argmax(q, counts) == [int(q[:3].argmax()), 3, -1]
+    assert net.act_text(states[:2], sets[:2]) == [int(q[:3].argmax()), 0]
+
+
+def test_similarity_reward_prefers_the_goal_description(weights_cache: Path) -> None:
+    cfg = RewardConfig(name="lm_similarity", goal="You drove through the junction on a green light.", threshold=0.5)
+    scorer = GoalSimilarity(cfg, weights_cache)
+    sims = scorer.similarity(
+        [
+            "You drove across the intersection while the light was green.",
+            "You waited at the red light.",
+            "The cat sleeps on the sofa.",
+        ]
+    )
+    assert sims[0] > sims[1] > sims[2], sims
+    bonus = scorer.bonus(sims)
+    assert bonus[0] == pytest.approx(sims[0]) and bonus[2] == 0.0  # below the threshold: nothing
+
+
+def test_hub_model_offline_fails_fast_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cfg = BackboneConfig(name="sentence-transformers/all-mpnet-base-v2", library="transformers", pretrained=True)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="folder") as err:
+        build_text_encoder(cfg, None, tmp_path)
+    assert time.perf_counter() - start < 2.0
+    assert "\n" not in str(err.value)
+
+
+TEXT_RUN = [
+    "env=traffic_light_text",
+    "algo=double_dqn",
+    "total_env_steps=3000",
+    "algo.learning_starts=300",
+    "algo.eps_decay_steps=1500",
+    "eval.every_env_steps=1000",
+    "progress=false",
+]
+
+
+def test_drrn_learns_the_text_traffic_light_and_the_logged_policy_acts(outputs: Path) -> None:
+    result = run_cli([*TEXT_RUN, "backbone=bow"], outputs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    run = client.search_runs(client.get_experiment_by_name("pipeline").experiment_id)[0]
+    assert run.info.status == "FINISHED"
+    # Random play scores about -60 over 50 steps; reading the light and the command text scores ~+25.
+    assert run.data.metrics["eval/return_mean"] >= 15.0
+    assert run.data.params["backbone.name"] == "bow" and run.data.params["env.kind"] == "text"
+    mlflow.set_tracking_uri(f"sqlite:///{outputs}/mlflow.db")
+    policy = mlflow.pytorch.load_model(run.data.tags["policy_uri"])
+    red, green = "The traffic light ahead is red.", "A green light glows above the junction."
+    on_red = [["go ahead", "wait for the light"], ["hold the brake", "accelerate across"]]
+    sets = [*on_red, ["hold the brake", "go ahead"]]
+    choice = policy.act_text([red, red, green], sets)
+    assert choice == [1, 0, 1]  # stop on red, whatever the wording and order; go on green
+
+
+def test_frozen_minilm_drrn_caches_its_embeddings(outputs: Path) -> None:
+    result = run_cli([*TEXT_RUN, "backbone=minilm", "total_env_steps=1200", "eval.every_env_steps=0"], outputs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    run = client.search_runs(client.get_experiment_by_name("pipeline").experiment_id)[0]
+    metrics = run.data.metrics
+    # 6 state phrasings + 6 command wordings: every text is encoded once, everything else is a lookup.
+    assert metrics["perf/embed_cache_texts"] == 12
+    assert metrics["perf/embed_cache_hit_rate"] > 0.99
+
+
+def test_lm_similarity_shapes_a_grid_world_and_logs_both_returns(outputs: Path) -> None:
+    goal = "reward.goal='You are at the goal.'"
+    args = ["env=frozenlake", "algo=q_learning", "reward=lm_similarity", goal, "total_env_steps=4000", "progress=false"]
+    result = run_cli(args, outputs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    run = client.search_runs(client.get_experiment_by_name("pipeline").experiment_id)[0]
+    shaped = [m.value for m in client.get_metric_history(run.info.run_id, "train/episode_return")]
+    raw = [m.value for m in client.get_metric_history(run.info.run_id, "train/episode_return_raw")]
+    assert len(shaped) == len(raw) > 0
+    assert np.all(np.array(shaped) >= np.array(raw)) and np.mean(shaped) > np.mean(raw)  # the bonus is paid
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["env=traffic_light_text", "backbone=mlp"], "observes text; use a text backbone"),
+        (["env=cartpole", "backbone=minilm"], "a text encoder needs a text env"),
+        (["env=traffic_light_text", "backbone=bow", "algo=ppo"], "use algo=dqn or algo=double_dqn"),
+        (["env=cartpole", "reward=lm_similarity", "reward.goal=balance"], "has no text to compare"),
+        (["env=traffic_light_text", "backbone=bow", "reward=lm_similarity"], "reward.goal"),
+    ],
+)
+def test_text_misconfigurations_are_refused_before_anything_runs(args: list[str], message: str, outputs: Path) -> None:
+    result = run_cli([*args, "total_env_steps=5000", "progress=false"], outputs)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert not (outputs / "mlflow.db").exists()  # refused before the tracking store was touched
