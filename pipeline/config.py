@@ -99,6 +99,15 @@ class BackboneConfig:
 
 
 @dataclass
+class PriorConfig:
+    """A causal language model as an action prior on text envs (CALM / SayCan style; pipeline/prior.py)."""
+
+    model: str | None = None
+    weight: float = 0.0
+    max_tokens: int = 256
+
+
+@dataclass
 class DQNConfig:
     """Value-based deep RL: DQN, Double DQN and the extensions (dueling, n-step, prioritised replay)."""
 
@@ -127,6 +136,7 @@ class DQNConfig:
     per_beta_start: float = 0.4
     per_beta_end: float = 1.0
     per_eps: float = 1e-6
+    prior: PriorConfig = field(default_factory=PriorConfig)
 
 
 @dataclass
@@ -573,6 +583,19 @@ def _validate_dqn(cfg: Config, a: DQNConfig) -> None:
     for key, val in (("algo.per_beta_start", a.per_beta_start), ("algo.per_beta_end", a.per_beta_end)):
         _check(0.0 <= val <= 1.0, key, val, "must be in [0, 1]")
     _check(a.per_eps > 0, "algo.per_eps", a.per_eps, "must be > 0 so every transition can be drawn")
+    _check(a.prior.weight >= 0, "algo.prior.weight", a.prior.weight, "must be >= 0 (0 = no prior)")
+    _check(
+        not (a.prior.model and cfg.env.kind not in TEXT_ENV_KINDS),
+        "algo.prior.model",
+        a.prior.model,
+        f"a language-model prior scores text commands; env={cfg.env.name} has none: use a text env or drop it",
+    )
+    _check(
+        not (a.prior.weight > 0 and not a.prior.model),
+        "algo.prior.weight",
+        a.prior.weight,
+        "a prior weight needs a prior: set algo.prior.model=<causal LM folder or hub id>",
+    )
 
 
 TABULAR_UPDATES = ("q_learning", "sarsa", "expected_sarsa")

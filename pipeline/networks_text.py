@@ -34,11 +34,15 @@ class DRRN(nn.Module):
     """Text encoder + DRRN head. A frozen encoder is wrapped in an `EmbeddingCache`: each distinct text is
     encoded once per run."""
 
-    def __init__(self, encoder: TextEncoder, hidden: int = 128):
+    def __init__(
+        self, encoder: TextEncoder, hidden: int = 128, prior: nn.Module | None = None, prior_weight: float = 0.0
+    ):
         super().__init__()
         self.encoder = encoder
         self.head = DRRNHead(encoder.out_dim, hidden)
         self.cache: EmbeddingCache | None = EmbeddingCache(encoder) if encoder.frozen else None
+        self.prior = prior  # a frozen causal LM scoring commands (pipeline/prior.py), or None
+        self.prior_weight = prior_weight
 
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Embeddings of `texts`, each distinct text encoded once in this call (and once ever when cached)."""
@@ -62,8 +66,11 @@ class DRRN(nn.Module):
 
     @torch.no_grad()
     def act_text(self, states: list[str], action_sets: list[list[str]]) -> list[int]:
-        """The greedy command's index in each state's list (0 where a list is empty: nothing to choose)."""
+        """The greedy command's index in each state's list (0 where a list is empty: nothing to choose),
+        by Q plus the weighted language-model prior when there is one."""
         q, counts = self.q_values(states, action_sets)
+        if self.prior is not None and self.prior_weight > 0:
+            q = q + self.prior_weight * self.prior.log_probs(states, action_sets).to(q.device)
         return [int(part.argmax()) if part.numel() else 0 for part in torch.split(q, counts)]
 
 

@@ -168,3 +168,62 @@ def test_text_misconfigurations_are_refused_before_anything_runs(args: list[str]
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
     assert not (outputs / "mlflow.db").exists()  # refused before the tracking store was touched
+
+
+def train_tiny_causal_lm(folder: Path) -> Path:
+    """A one-layer GPT-2 with a word-level tokenizer, trained here on the text traffic light's own sentences
+    (each state phrasing followed by a good command): a real causal LM, made offline in seconds."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from pipeline.envs.traffic_light import GO, GREEN, RED, STOP
+    from pipeline.envs.traffic_light_text import ACTION_TEXT, STATE_TEXT
+    from pipeline.prior import PROMPT_END
+
+    good = {RED: STOP, GREEN: GO}
+    corpus = [
+        f"{s}{PROMPT_END} {c}" for light in (RED, GREEN) for s in STATE_TEXT[light] for c in ACTION_TEXT[good[light]]
+    ]
+    vocab = corpus + [c for cs in ACTION_TEXT.values() for c in cs]
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(vocab, trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]", "[EOS]"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(fast), n_positions=64, n_embd=32, n_layer=1, n_head=2))
+    batch = fast(corpus, padding=True, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = model(**batch, labels=labels).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def test_a_causal_lm_prior_ranks_commands_and_steers_the_policy(tmp_path: Path, outputs: Path) -> None:
+    from pipeline.config import PriorConfig
+    from pipeline.envs.traffic_light import GO, GREEN, RED, STOP
+    from pipeline.envs.traffic_light_text import ACTION_TEXT, STATE_TEXT
+    from pipeline.prior import build_prior
+
+    folder = train_tiny_causal_lm(tmp_path / "tiny_lm")
+    prior = build_prior(PriorConfig(model=str(folder), weight=1.0))
+    good, bad = {RED: STOP, GREEN: GO}, {RED: GO, GREEN: STOP}
+    for light in (RED, GREEN):
+        for state in STATE_TEXT[light]:
+            for right in ACTION_TEXT[good[light]]:
+                for wrong in ACTION_TEXT[bad[light]]:
+                    lp = prior.log_probs([state, state], [[right, wrong], [wrong, right]])
+                    assert lp[0] > lp[1] and lp[3] > lp[2], (state, right, wrong, lp)
+    # Barely any TD learning (a few dozen updates): the prior's choices are what solve the game.
+    args = [*TEXT_RUN, "backbone=bow", f"algo.prior.model={folder}", "algo.prior.weight=10", "total_env_steps=600"]
+    result = run_cli([*args, "algo.learning_starts=500", "eval.every_env_steps=0"], outputs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    run = client.search_runs(client.get_experiment_by_name("pipeline").experiment_id)[0]
+    assert run.data.metrics["eval/final_return_mean"] >= 15.0
+    assert run.data.params["algo.prior.weight"] == "10.0"

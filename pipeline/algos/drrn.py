@@ -26,6 +26,7 @@ from pipeline.envs import EnvSpec
 from pipeline.networks import param_groups
 from pipeline.networks_text import DRRN, DRRNHead, owner_index, set_argmax, set_max
 from pipeline.optim import clip_grad_norm
+from pipeline.prior import build_prior
 from pipeline.tracking import RunTarget
 
 
@@ -42,12 +43,16 @@ class TextDQN(EnvLoop):
         self.a: DQNConfig = cfg.algo
         encoder = build_text_encoder(cfg.backbone, weights_file, weights_cache_dir(cfg))
         apply_freeze(encoder, cfg.backbone)
-        self.q_net = DRRN(encoder, hidden=cfg.backbone.embed_dim or 128)
+        prior = build_prior(self.a.prior)
+        self.q_net = DRRN(encoder, hidden=cfg.backbone.embed_dim or 128, prior=prior, prior_weight=self.a.prior.weight)
         # The target: a copy of the head alone when the encoder is frozen (its embeddings are the online
         # ones, from the cache), else of the whole network.
         frozen = encoder.frozen
         self.target_head: DRRNHead | None = copy.deepcopy(self.q_net.head) if frozen else None
-        self.target_net: DRRN | None = None if frozen else copy.deepcopy(self.q_net)
+        self.target_net: DRRN | None = None
+        if not frozen:
+            self.target_net = DRRN(copy.deepcopy(encoder), hidden=cfg.backbone.embed_dim or 128)
+            self.target_net.load_state_dict(self.q_net.state_dict(), strict=False)  # the prior acts, never targets
         for p in (self.target_head or self.target_net).parameters():
             p.requires_grad_(False)
         self.won: deque[bool] = deque(maxlen=100)

@@ -217,7 +217,7 @@ class EmbeddingCache:
             self.rows[t] = n + i
 
 
-def _hub_guard(name: str) -> None:
+def hub_guard(name: str, key: str = "backbone.name") -> None:
     """A hub id (not a local folder) offline: fail in seconds with the fix, not after HTTP retries."""
     if Path(name).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1":
         return
@@ -227,8 +227,8 @@ def _hub_guard(name: str) -> None:
         check_hub(name)
     except ConfigError:
         raise ConfigError(
-            f"backbone.name={name}: the Hugging Face hub is unreachable; download the model elsewhere and pass its "
-            "folder (backbone.name=/path/to/folder, with config.json and the tokenizer files), or use backbone=minilm"
+            f"{key}={name}: the Hugging Face hub is unreachable; download the model elsewhere and pass its "
+            f"folder ({key}=/path/to/folder, with config.json and the tokenizer files)"
         ) from None
 
 
@@ -249,7 +249,7 @@ def build_text_encoder(cfg: BackboneConfig, weights: str | None, cache_dir: Path
         arch = str(weights_path)
     else:
         arch = str(Path(cfg.name).expanduser()) if Path(cfg.name).expanduser().is_dir() else cfg.name
-        _hub_guard(arch)
+        hub_guard(arch)
     try:
         tokenizer = AutoTokenizer.from_pretrained(arch)
         if weights_path is not None and weights_path.is_dir():
