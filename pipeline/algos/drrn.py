@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.algos.base import EnvLoop, linear_schedule
-from pipeline.backbones.text import apply_freeze, build_text_encoder
+from pipeline.backbones.text import EmbeddingCache, apply_freeze, build_text_encoder
 from pipeline.buffers import TextReplay
 from pipeline.config import Config, DQNConfig
 from pipeline.envs import EnvSpec
@@ -53,6 +53,7 @@ class TextDQN(EnvLoop):
         if not frozen:
             self.target_net = DRRN(copy.deepcopy(encoder), hidden=cfg.backbone.embed_dim or 128)
             self.target_net.load_state_dict(self.q_net.state_dict(), strict=False)  # the prior acts, never targets
+            self._fresh_target_cache()
         for p in (self.target_head or self.target_net).parameters():
             p.requires_grad_(False)
         self.won: deque[bool] = deque(maxlen=100)
@@ -185,6 +186,13 @@ class TextDQN(EnvLoop):
         self.loop.updates += 1
         return float(loss.detach()), float(q.detach().mean())
 
+    def _fresh_target_cache(self) -> None:
+        """A fine-tuned encoder's target copy is fixed between syncs, so its embeddings are cached until the
+        next one: the next states and their command lists (most of the texts of an update) are encoded
+        once per sync, not once per update."""
+        assert self.target_net is not None
+        self.target_net.cache = EmbeddingCache(self.target_net.encoder)
+
     @torch.no_grad()
     def _sync_target(self) -> None:
         source, dest = (self.q_net.head, self.target_head) if self.target_net is None else (self.q_net, self.target_net)
@@ -194,3 +202,5 @@ class TextDQN(EnvLoop):
                 t.copy_(online[name])
             else:
                 t.lerp_(online[name], self.a.tau)
+        if self.target_net is not None:
+            self._fresh_target_cache()
