@@ -32,6 +32,7 @@ class TextWorldConfig:
     held_out_games: int = 1
     game_seed: int = 1
     intermediate_rewards: bool = False
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -329,6 +330,8 @@ def to_config(cfg: DictConfig) -> Config:
     conf = OmegaConf.to_object(cfg)
     assert isinstance(conf, Config)
     resolve_obs_mode(conf)
+    if conf.env.kind == "textworld" and not conf.env.textworld.cache_dir:  # generated games live with the outputs
+        conf.env.textworld.cache_dir = str(Path(conf.paths.outputs) / "textworld")
     validate(conf)
     return conf
 

@@ -246,7 +246,9 @@ class TextWorldEnv(gym.Env):
 def make_split(cfg: EnvConfig, split: str, root: Path | None = None) -> TextWorldEnv:
     """An env over one split's games ("train" or "held_out"), e.g. for benchmarks."""
     tw = cfg.textworld
-    files = game_files(tw, split, cache_root() if root is None else root)
+    if root is None:
+        root = Path(tw.cache_dir) if tw.cache_dir and CACHE_ENV_VAR not in os.environ else cache_root()
+    files = game_files(tw, split, root)
     if not files:
         raise ConfigError(f"env.textworld: the {split} split has no games (env.textworld.{split}_games=0)")
     return TextWorldEnv(files, tw.intermediate_rewards, cfg.max_episode_steps)
