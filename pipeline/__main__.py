@@ -52,7 +52,12 @@ def job(cfg: DictConfig) -> float:
     mark_job_start()
     in_sweep = sweep.in_sweep()
     try:
-        stage = to_config(cfg).stage.name  # fast refusal of a bad config, before torch and MLflow load
+        first = to_config(cfg)  # fast refusal of a bad config, before torch and MLflow load
+        stage = first.stage.name
+        if first.resume:  # `resume=<run>` continues whichever stage that run is
+            from pipeline.resume import saved_stage
+
+            stage = saved_stage(first)
         if stage == "pretrain":
             return _pretrain(cfg, in_sweep)
         from pipeline.train import train

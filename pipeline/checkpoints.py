@@ -3,7 +3,9 @@
 A run dir holds `config.yaml` (the resolved config, written before training), `run.json` (the MLflow
 run it logs to) and `checkpoints/`: `last.ckpt` (Lightning's checkpoint: weights, target net,
 optimiser, and rank 0's loop state, RNG states and replay buffer) plus `rank<r>.pt` for other DDP
-ranks. Everything is loaded with `torch.load(weights_only=True)`: tensors and plain data only.
+ranks. A pretrain stage's `last.ckpt` is its own dict, written after every epoch (pipeline/pretrain.py:
+model, optimiser, epoch counter, history, RNG states). Everything is loaded with
+`torch.load(weights_only=True)`: tensors and plain data only.
 """
 
 from __future__ import annotations

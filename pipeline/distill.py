@@ -102,15 +102,28 @@ class Distiller:
         return 1000 * self.seconds / max(self.calls, 1)
 
     def coef(self, step: int, student_return: float) -> float:
-        """λ of kickstarting: the linear schedule, or (auto) the schedule's start scaled by how far the
-        student's recent return is below the teacher's."""
+        """λ of kickstarting: the linear schedule in env steps, or (`coef_auto`) set by how far the
+        student's recent return is below the teacher's, whatever the step:
+
+            gap = clip((teacher - student) / |teacher|, 0, 1);   λ = coef_end + (coef_start - coef_end) · gap
+
+        λ is coef_start while the student is a whole |teacher return| or more behind, falls linearly
+        as it closes in, and is coef_end once it matches or beats the teacher; coef_start until the
+        student has finished an episode (its return is unknown). Why not the earlier 1 - student /
+        teacher: that ratio inverts for negative returns (teacher -100, student -500 gave λ = 0, and a
+        student better than its teacher a positive λ) and gave λ = 0 throughout for a teacher at 0;
+        here a teacher at 0 measures the gap in units of 1 reward. With coef_end = 0 and a positive
+        teacher return the two rules agree."""
         d = self.cfg
         if d.name == "policy":
             return 1.0
-        if d.coef_auto and self.teacher_return is not None and np.isfinite(student_return):
-            gap = 1.0 - student_return / self.teacher_return if self.teacher_return else 0.0
-            return d.coef_start * float(np.clip(gap, 0.0, 1.0))
-        return linear_schedule(d.coef_start, d.coef_end, d.coef_steps, step)
+        if not d.coef_auto:
+            return linear_schedule(d.coef_start, d.coef_end, d.coef_steps, step)
+        if self.teacher_return is None or not np.isfinite(student_return):
+            return d.coef_start
+        scale = abs(self.teacher_return) or 1.0
+        gap = float(np.clip((self.teacher_return - student_return) / scale, 0.0, 1.0))
+        return d.coef_end + (d.coef_start - d.coef_end) * gap
 
 
 class _Greedy(nn.Module):

@@ -9,11 +9,17 @@ input shape the RL run will build — so its weights load bit-exactly there. Obj
 - `inverse_dynamics`: predict the action between two consecutive observations, on frames collected
   from the env by a random policy or an MLflow policy; the collected frames are logged as a dataset
   artifact with their size and source policy.
+
+Resumable like an RL run: after every epoch `checkpoints/last.ckpt` holds the model, the optimiser,
+the epoch counter, the per-epoch history and the RNG states (the collected frames are not copied: the
+dataset file in the run dir is reloaded). `python -m pipeline resume=<run dir | run id>` continues at
+the next epoch in the same MLflow run; on the CPU the result is bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +30,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from pipeline import checkpoints, resume
 from pipeline.backbones import Encoder, build_backbone
 from pipeline.config import Config, to_config
 from pipeline.envs import EnvSpec, make_vector_env, probe_env
 from pipeline.errors import ConfigError
 from pipeline.networks import neck
+from pipeline.tracking import RunTarget
 
 
 @dataclass
@@ -157,17 +165,24 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarr
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+DATASET_FILE = "dataset/transitions.npz"  # inverse_dynamics' collected frames, relative to the run dir
+
+
 def pretrain(
     raw_cfg: DictConfig, run_dir: Path | None = None, extra_tags: dict[str, str] | None = None
 ) -> PretrainResult:
     """Validate, build data and model, then one tracked run that always ends (like `train`).
-    `extra_tags` replace the sweep's job tags (a chained experiment's first stage is not a job)."""
+    `extra_tags` replace the sweep's job tags (a chained experiment's first stage is not a job).
+    With `resume=` the saved config, run dir and MLflow run are reused (pipeline/resume.py)."""
     from pipeline.sweep import sweep_tags
     from pipeline.tracking import Tracker, flatten, git_commit
     from pipeline.train import _ensure_writable, _hydra_tags, _weights_file, default_run_dir
 
     t_start = time.perf_counter()
     cfg = to_config(raw_cfg)
+    resumption = resume.prepare(cfg, stage="pretrain") if cfg.resume else None
+    if resumption is not None:
+        cfg, run_dir = resumption.cfg, resumption.run_dir
     torch.manual_seed(cfg.seed)
     if cfg.hardware.threads > 0:
         torch.set_num_threads(cfg.hardware.threads)
@@ -180,26 +195,86 @@ def pretrain(
     else:
         data = None
         model = InverseDynamics(encoder, cfg.backbone, spec.n_actions)
+    if resumption is not None:
+        model.load_state_dict(resumption.checkpoint["state_dict"])
     run_dir = Path(run_dir or default_run_dir(cfg))
     run_name = cfg.logger.run_name or f"pretrain-{s.objective}-{cfg.backbone.name}-{cfg.env.name}-s{cfg.seed}"
     tracker = None
     if cfg.logger.name == "mlflow":
-        tracker = Tracker(cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location)
+        uri = resumption.record.tracking_uri if resumption and resumption.record.tracking_uri else None
+        tracker = Tracker(uri or cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location)
     _ensure_writable(run_dir, cfg.paths.outputs)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    if resumption is None:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    target: RunTarget | None = None
     if tracker is not None:
         tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), "stage": "pretrain"}
         tags |= _hydra_tags() | (extra_tags if extra_tags is not None else sweep_tags())
-        tracker.start(run_name, flatten(dataclasses.asdict(cfg)), tags)
-        tracker.log_artifact(run_dir / "config.yaml")
+        if resumption is not None and resumption.record.run_id:
+            tags["resumed_at_epoch"] = str(resumption.checkpoint["counters"]["epoch"])
+            target = tracker.resume(resumption.record.run_id, tags)
+        else:
+            target = tracker.start(run_name, flatten(dataclasses.asdict(cfg)), tags)
+            tracker.log_artifact(run_dir / "config.yaml")
+    checkpoints.RunRecord(target.run_id if target else None, tracker.tracking_uri if tracker else None).save(run_dir)
+    saved = resumption.checkpoint if resumption is not None else None
 
     def body() -> PretrainResult:
-        return _fit(cfg, spec, model, data, tracker, run_dir, t_start)
+        return _fit(cfg, spec, model, data, tracker, target, run_dir, t_start, saved)
 
     return body() if tracker is None else tracker.run_to_end(body)
 
 
-def _fit(cfg: Config, spec: EnvSpec, model: nn.Module, data, tracker, run_dir: Path, t_start: float) -> PretrainResult:
+def _transitions(cfg: Config, spec: EnvSpec, run_dir: Path, resuming: bool) -> dict[str, np.ndarray]:
+    """The inverse-dynamics frames: collected and written to the run dir, or (resuming) read back from
+    there — the very arrays the killed run trained on, whatever policy collected them."""
+    path = run_dir / DATASET_FILE
+    if resuming:
+        if not path.is_file():
+            raise ConfigError(
+                f"resume={cfg.resume}: {path} is missing; restore it from the run's dataset artifact "
+                "(mlflow artifacts download) or start a new run"
+            )
+        with np.load(path) as saved:
+            return {k: saved[k] for k in ("obs", "next_obs", "actions")}
+    frames = collect_transitions(cfg, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **frames)  # complete before the first checkpoint, which is what resumes
+    return frames
+
+
+def _checkpoint(
+    run_dir: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    epoch_losses: list[float],
+    val_acc: float,
+    finished: bool = False,
+) -> None:
+    """Everything the next epoch depends on, written atomically: a kill leaves the previous epoch's."""
+    state = {
+        "state_dict": model.state_dict(),
+        "optimizer_states": [opt.state_dict()],
+        "counters": {"epoch": len(epoch_losses)},
+        "history": {"losses": list(epoch_losses), "val_accuracy": val_acc},
+        "rng": {"numpy": json.dumps(rng.bit_generator.state), "torch": torch.get_rng_state()},
+        "finished": finished,  # the model was logged: a resume has nothing left to do
+    }
+    checkpoints.atomic_save(state, run_dir / checkpoints.CHECKPOINT_DIR / checkpoints.LAST)
+
+
+def _fit(
+    cfg: Config,
+    spec: EnvSpec,
+    model: nn.Module,
+    data,
+    tracker,
+    target: RunTarget | None,
+    run_dir: Path,
+    t_start: float,
+    saved: dict | None,
+) -> PretrainResult:
     from pipeline.train import save_backbone
 
     s = cfg.stage
@@ -207,14 +282,11 @@ def _fit(cfg: Config, spec: EnvSpec, model: nn.Module, data, tracker, run_dir: P
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=s.lr)
     frames: dict[str, np.ndarray] = {}
     if s.objective == "inverse_dynamics":
-        frames = collect_transitions(cfg, spec)
-        dataset_file = run_dir / "dataset" / "transitions.npz"
-        dataset_file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(dataset_file, **frames)
+        frames = _transitions(cfg, spec, run_dir, resuming=saved is not None)
         split = int(len(frames["actions"]) * (1 - s.val_fraction))
         val_idx = np.arange(split, len(frames["actions"]))
-        if tracker is not None:
-            tracker.log_artifact(dataset_file, "dataset")
+        if tracker is not None and saved is None:
+            tracker.log_artifact(run_dir / DATASET_FILE, "dataset")
             tracker.set_tags({"dataset.frames": str(len(frames["actions"])), "dataset.policy": s.collect_policy})
 
         def batch_loss(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,7 +308,14 @@ def _fit(cfg: Config, spec: EnvSpec, model: nn.Module, data, tracker, run_dir: P
         val_sets = None
     epoch_losses: list[float] = []
     val_acc = float("nan")
-    for epoch in range(s.epochs):
+    if saved is not None:  # continue after the checkpoint's epoch: same weights, optimiser, batches
+        opt.load_state_dict(saved["optimizer_states"][0])
+        rng.bit_generator.state = json.loads(saved["rng"]["numpy"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        epoch_losses = list(saved["history"]["losses"])
+        val_acc = float(saved["history"]["val_accuracy"])
+    logged_until = target.logged_until if target is not None else {}
+    for epoch in range(len(epoch_losses), s.epochs):
         model.train()
         losses = []
         for idx in _batches(n_train, s.batch_size, rng):
@@ -256,7 +335,11 @@ def _fit(cfg: Config, spec: EnvSpec, model: nn.Module, data, tracker, run_dir: P
                 val_acc = float(np.mean([float(a) for a in accs]))
         if tracker is not None:
             metrics = {"pretrain/loss": epoch_losses[-1], "pretrain/val_accuracy": val_acc}
-            tracker.mlflow.log_metrics(metrics, step=epoch + 1)
+            # A run killed between this log and the checkpoint replays the epoch: not logged twice.
+            metrics = {k: v for k, v in metrics.items() if epoch + 1 > logged_until.get(k, 0)}
+            if metrics:
+                tracker.mlflow.log_metrics(metrics, step=epoch + 1)
+        _checkpoint(run_dir, model, opt, rng, epoch_losses, val_acc)
     backbone_file = save_backbone(model, run_dir)
     model_uri = None
     if tracker is not None:
@@ -265,6 +348,7 @@ def _fit(cfg: Config, spec: EnvSpec, model: nn.Module, data, tracker, run_dir: P
         tracker.mlflow.log_metrics({"pretrain/final_val_accuracy": val_acc, "perf/wall_s": wall_s})
         example = (data[2] if data is not None else frames["obs"])[:2]
         model_uri = tracker.log_torch_model(model.encoder, example, "backbone", [backbone_file], s.register_as)
+    _checkpoint(run_dir, model, opt, rng, epoch_losses, val_acc, finished=True)
     return PretrainResult(
         run_id=tracker.run_id if tracker is not None else None,
         objective=s.objective,

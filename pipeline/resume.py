@@ -1,8 +1,10 @@
 """`resume=<run dir | MLflow run id>`: continue a killed run with its own config.
 
 The saved config is reused; an override given with `resume=` must agree with it, except the keys a
-continuation may change (`total_env_steps` to extend the budget, `progress`). A run dir that does not
-exist, has no checkpoint, or was made with another config is refused with one line.
+continuation may change (`total_env_steps` or, for a pretrain stage, `stage.epochs` to extend the
+budget; `progress`). A run dir that does not exist, has no checkpoint, or was made with another config
+is refused with one line. RL runs and pretrain stages share this: the entry point asks `saved_stage`
+which of the two to continue.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pipeline.errors import ConfigError
 from pipeline.tracking import absolute_tracking_uri, flatten
 
 MAY_CHANGE = ("total_env_steps", "progress", "resume")
+MAY_CHANGE_KEYS = ("stage.epochs",)  # a pretrain stage's budget, extended like total_env_steps
 NOT_COMPARED_PREFIXES = ("paths.", "hydra.", "hydra/")
 
 
@@ -42,19 +45,39 @@ def _flat(cfg: Config) -> dict[str, Any]:
     return flatten(dataclasses.asdict(cfg))
 
 
-def prepare(cfg: Config) -> Resumption:
-    """Find the run, load its config and last checkpoint, and check the new command agrees with them."""
+def _saved(cfg: Config) -> tuple[Path, Config]:
+    """The run dir `resume=` names and the config it was made with."""
     assert cfg.resume is not None
     tracking = absolute_tracking_uri(cfg.logger.tracking_uri) if cfg.logger.name == "mlflow" else None
     run_dir = checkpoints.find_run_dir(cfg.resume, tracking)
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         raise ConfigError(f"resume={cfg.resume}: {saved_path} is missing; this is not a run dir of this pipeline")
-    saved = load_config(saved_path)
+    return run_dir, load_config(saved_path)
+
+
+def saved_stage(cfg: Config) -> str:
+    """`rl` or `pretrain`: what the run being resumed trains (the command line only says `resume=`)."""
+    return _saved(cfg)[1].stage.name
+
+
+def prepare(cfg: Config, stage: str = "rl") -> Resumption:
+    """Find the run, load its config and last checkpoint, and check the new command agrees with them.
+    `stage` is what the caller continues (train: rl, pretrain: pretrain); another stage's run is refused."""
+    run_dir, saved = _saved(cfg)
+    if saved.stage.name != stage:
+        raise ConfigError(
+            f"resume={cfg.resume}: that run is a stage={saved.stage.name} run, not {stage}; "
+            f"resume it with: python -m pipeline resume={cfg.resume}"
+        )
 
     new_flat, old_flat = _flat(cfg), _flat(saved)
     given = _override_keys()
-    compared = [k for k in new_flat if k.split(".")[0] not in MAY_CHANGE and not k.startswith(NOT_COMPARED_PREFIXES)]
+    compared = [
+        k
+        for k in new_flat
+        if k.split(".")[0] not in MAY_CHANGE and k not in MAY_CHANGE_KEYS and not k.startswith(NOT_COMPARED_PREFIXES)
+    ]
     if given is not None:  # on the command line only what was typed is compared; the rest is the saved config
         compared = [k for k in compared if any(k == key or k.startswith(key + ".") for key in given)]
     for key in compared:
@@ -65,14 +88,24 @@ def prepare(cfg: Config) -> Resumption:
             )
     if given is None or "total_env_steps" in given:
         saved.total_env_steps = cfg.total_env_steps
+    if given is None or "stage.epochs" in given:
+        saved.stage.epochs = cfg.stage.epochs
     saved.progress = cfg.progress
     saved.resume = cfg.resume
     validate(saved)
     checkpoint = checkpoints.load(checkpoints.last_checkpoint(run_dir))
-    done = int(checkpoint.get("counters", {}).get("global_env_steps", 0))
-    if done >= saved.total_env_steps:
-        raise ConfigError(
-            f"resume={cfg.resume}: the run already reached total_env_steps={saved.total_env_steps}; "
-            f"raise it (total_env_steps=...) to train further"
-        )
+    if stage == "pretrain":
+        epoch = int(checkpoint.get("counters", {}).get("epoch", 0))
+        if checkpoint.get("finished") and epoch >= saved.stage.epochs:
+            raise ConfigError(
+                f"resume={cfg.resume}: the run already finished its stage.epochs={saved.stage.epochs} epochs; "
+                "raise it (stage.epochs=...) to train further"
+            )
+    else:
+        done = int(checkpoint.get("counters", {}).get("global_env_steps", 0))
+        if done >= saved.total_env_steps:
+            raise ConfigError(
+                f"resume={cfg.resume}: the run already reached total_env_steps={saved.total_env_steps}; "
+                f"raise it (total_env_steps=...) to train further"
+            )
     return Resumption(saved, run_dir, checkpoint, checkpoints.RunRecord.load(run_dir))

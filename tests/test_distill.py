@@ -12,7 +12,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+from pipeline import distill
 from pipeline.algos.base import linear_schedule
+from pipeline.config import to_config
+from pipeline.envs import probe_env
 from pipeline.errors import ConfigError
 from pipeline.train import train
 from tests.conftest import compose_cfg, run_cli
@@ -86,6 +89,59 @@ def test_kickstarting_weight_follows_its_schedule(teacher: tuple[str, Path, int]
     for prev, m in zip([0, *steps], coef, strict=False):
         assert m.value == pytest.approx(linear_schedule(2.0, 0.5, 1000, prev))
     assert len(client.get_metric_history(result.run_id, "train/distill_kl")) >= 6
+
+
+def _auto_distiller(outputs: Path, monkeypatch: pytest.MonkeyPatch, teacher_return: float) -> distill.Distiller:
+    """A kickstarting Distiller with coef_auto on CartPole; a stand-in teacher (λ never looks at it)."""
+    monkeypatch.setattr(distill, "load_teacher", lambda uri, cfg: nn.Linear(4, 2).eval())
+    overrides = [
+        "algo=dqn",
+        "distill=kickstart",
+        "distill.teacher=runs:/stand-in/policy",
+        "distill.coef_auto=true",
+        "distill.coef_start=2.0",
+        "distill.coef_end=0.5",
+        "distill.coef_steps=1000",
+    ]
+    cfg = to_config(compose_cfg(overrides, outputs))
+    d = distill.Distiller(cfg, probe_env(cfg.env))
+    assert d.coef_now == 2.0  # before the teacher is measured: coef_start
+    d.teacher_return = teacher_return  # what EnvLoop.on_train_start measures on the evaluation episodes
+    return d
+
+
+def test_auto_kickstarting_weight_falls_as_the_student_nears_the_teacher(
+    outputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = _auto_distiller(outputs, monkeypatch, teacher_return=500.0)
+    # Unknown (no episode finished yet) or a whole teacher's return behind: coef_start, at any step.
+    for step, student in ((0, float("nan")), (10**6, float("nan")), (0, 0.0), (10**6, -20.0)):
+        assert d.coef(step, student) == 2.0
+    # Closing in: linear in the gap, from coef_start to coef_end; the env step plays no part.
+    lam = [d.coef(step, r) for step, r in ((0, 100.0), (10, 250.0), (10**6, 375.0), (5, 490.0))]
+    assert lam == pytest.approx([0.5 + 1.5 * g for g in (0.8, 0.5, 0.25, 0.02)])
+    assert lam == sorted(lam, reverse=True)
+    # Matching or beating the teacher: coef_end.
+    assert d.coef(0, 500.0) == 0.5 and d.coef(0, 650.0) == 0.5
+    # update_coef (called by EnvLoop.end_chunk with the mean of the last 20 returns) sets what is used and logged.
+    d.update_coef(4096, 250.0)
+    assert d.coef_now == pytest.approx(1.25) and d.metrics()["train/distill_coef"] == pytest.approx(1.25)
+    d.update_coef(8192, 500.0)
+    teacher_logp = torch.log(torch.tensor([[0.9, 0.1]]))
+    kl = distill.kl_teacher_student(teacher_logp, torch.zeros(1, 2), 1.0).item()
+    assert d.term(torch.zeros(1, 4), torch.zeros(1, 2), teacher_logp).item() == pytest.approx(0.5 * kl)  # λ·KL
+
+
+def test_auto_kickstarting_weight_with_negative_and_zero_teacher_returns(
+    outputs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Returns below zero (Acrobot, Pong) keep the same direction: far behind is coef_start, level is coef_end."""
+    d = _auto_distiller(outputs, monkeypatch, teacher_return=-100.0)
+    assert d.coef(0, -500.0) == 2.0 and d.coef(0, -200.0) == 2.0
+    assert d.coef(0, -150.0) == pytest.approx(1.25)
+    assert d.coef(0, -100.0) == 0.5 and d.coef(0, -50.0) == 0.5
+    d.teacher_return = 0.0  # the gap in units of one reward
+    assert d.coef(0, -3.0) == 2.0 and d.coef(0, -0.5) == pytest.approx(1.25) and d.coef(0, 0.0) == 0.5
 
 
 def test_a_teacher_with_other_actions_is_refused_before_training(outputs: Path) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,11 +13,14 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
+from pipeline import checkpoints
+from pipeline import pretrain as pretrain_module
 from pipeline.algos import build_module
 from pipeline.config import to_config
 from pipeline.envs import probe_env
+from pipeline.errors import ConfigError
 from pipeline.pretrain import pretrain
-from pipeline.train import _weights_file
+from pipeline.train import _weights_file, train
 from tests.conftest import compose_cfg, run_cli
 
 
@@ -59,3 +66,117 @@ def test_supervised_pretraining_on_a_vector_env_is_refused(outputs: Path) -> Non
     out = run_cli(["stage=pretrain", "env=cartpole"], outputs)
     assert out.returncode == 2 and "stage.objective=supervised: env=cartpole observes (4,), not images" in out.stderr
     assert not (outputs / "mlflow.db").exists()
+
+
+# `python -m pipeline ARGS`, killed with SIGKILL by itself as it starts writing epoch KILL_AT_EPOCH's
+# checkpoint: that epoch's metrics are in MLflow, its checkpoint is not. A kill -9 at a known point
+# (polling for the file from outside races a 2-second epoch).
+KILL_AT_CHECKPOINT = """
+import os, signal
+from pipeline import checkpoints
+save = checkpoints.atomic_save
+def die_at(obj, path):
+    if obj["counters"]["epoch"] == int(os.environ["KILL_AT_EPOCH"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    save(obj, path)
+checkpoints.atomic_save = die_at
+from pipeline.__main__ import main
+main()
+"""
+
+DIGITS = ["stage=pretrain", "env=digits", "backbone=small_cnn", "stage.epochs=3"]
+
+
+def _final_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    ckpt = checkpoints.load(run_dir / "checkpoints" / "last.ckpt")
+    assert ckpt["finished"] and ckpt["counters"]["epoch"] == 3
+    return ckpt["state_dict"]
+
+
+def test_killed_pretraining_resumes_at_the_next_epoch_bit_identically(outputs: Path) -> None:
+    run_dir = outputs / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "KILL_AT_EPOCH": "2"}
+    args = [*DIGITS, f"hydra.run.dir={run_dir}", f"paths.outputs={outputs}"]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT_CHECKPOINT, *args],
+        cwd=outputs.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert checkpoints.load(run_dir / "checkpoints" / "last.ckpt")["counters"]["epoch"] == 1
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("pipeline").experiment_id])
+    assert run.info.status == "RUNNING"  # nobody could end it: kill -9
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "pretrain/loss")] == [1, 2]  # 2 is replayed
+
+    resumed = run_cli([f"resume={run_dir}"], outputs)  # the stage is read from the run, not the command line
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (run,) = client.search_runs([run.info.experiment_id])  # the same MLflow run, continued
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_at_epoch"] == "1"
+    assert run.data.tags["backbone_uri"].startswith("models:/")
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "weights")] == ["weights/backbone.safetensors"]
+    history = {k: client.get_metric_history(run.info.run_id, k) for k in ("pretrain/loss", "pretrain/val_accuracy")}
+    for key, points in history.items():
+        assert sorted(m.step for m in points) == [1, 2, 3], key  # every epoch exactly once, epoch 2 too
+
+    # The same config run without interruption (no MLflow): the same weights, bit for bit, and the same curve.
+    whole = pretrain(compose_cfg([*DIGITS, "logger=none"], outputs), run_dir=outputs / "whole")
+    resumed_state, whole_state = _final_state(run_dir), _final_state(outputs / "whole")
+    assert resumed_state.keys() == whole_state.keys()
+    for name, tensor in whole_state.items():
+        assert torch.equal(resumed_state[name], tensor), name
+    logged, whole_backbone = (load_file(str(d / "weights" / "backbone.safetensors")) for d in (run_dir, whole.run_dir))
+    assert logged.keys() == whole_backbone.keys()
+    assert all(torch.equal(logged[k], whole_backbone[k]) for k in logged)  # the file behind the logged model
+    losses = [m.value for m in sorted(history["pretrain/loss"], key=lambda m: m.step)]
+    assert losses[0] == whole.train_loss_first and losses[-1] == whole.train_loss_last
+
+    # Nothing left to do: a second resume is refused; an RL entry cannot resume a pretrain stage.
+    with pytest.raises(ConfigError, match=r"already finished its stage\.epochs=3 epochs; raise it"):
+        pretrain(compose_cfg([*DIGITS, f"resume={run_dir}"], outputs))
+    with pytest.raises(ConfigError, match=r"that run is a stage=pretrain run, not rl"):
+        train(compose_cfg([*DIGITS, f"resume={run_dir}"], outputs))
+
+
+class _Killed(BaseException):
+    """Stands for a kill between two epochs, inside this process."""
+
+
+def test_resumed_inverse_dynamics_reuses_the_collected_frames(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = [
+        "stage=pretrain",
+        "stage.objective=inverse_dynamics",
+        "env=minatar_breakout",
+        "backbone=small_cnn",
+        "env.num_envs=4",
+        "stage.frames=512",
+        "stage.epochs=3",
+        "logger=none",
+    ]
+    save = checkpoints.atomic_save
+
+    def save_then_die(obj: dict, path: Path) -> None:
+        save(obj, path)
+        if obj["counters"]["epoch"] == 2:
+            raise _Killed
+
+    monkeypatch.setattr(checkpoints, "atomic_save", save_then_die)
+    with pytest.raises(_Killed):
+        pretrain(compose_cfg(overrides, outputs), run_dir=outputs / "killed")
+    monkeypatch.setattr(checkpoints, "atomic_save", save)
+
+    def no_collection(*_: object) -> None:
+        raise AssertionError("a resumed run reads its frames back from the run dir")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrain_module, "collect_transitions", no_collection)
+        resumed = pretrain(compose_cfg([*overrides, f"resume={outputs / 'killed'}"], outputs))
+    whole = pretrain(compose_cfg(overrides, outputs), run_dir=outputs / "whole")
+    assert resumed.run_dir == outputs / "killed" and resumed.train_loss_last == whole.train_loss_last
+    resumed_state, whole_state = _final_state(resumed.run_dir), _final_state(whole.run_dir)
+    for name, tensor in whole_state.items():
+        assert torch.equal(resumed_state[name], tensor), name
