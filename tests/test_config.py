@@ -11,18 +11,27 @@ from pipeline.config import Config, to_config
 from pipeline.errors import ConfigError
 from tests.conftest import CONF, compose_cfg, run_cli
 
-GROUPS = ["env", "backbone", "algo", "hardware", "logger"]
+GROUPS = ["env", "backbone", "algo", "hardware", "logger", "reward"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+# What an option needs beside it: image envs an image backbone, text envs a text backbone and vice versa.
+COMPANIONS = {
+    ("env", "cartpole_pixels"): ["backbone=nature_cnn"],
+    ("env", "textworld"): ["backbone=bow"],
+    ("env", "traffic_light_text"): ["backbone=bow"],
+    ("backbone", "bow"): ["env=traffic_light_text"],
+    ("backbone", "minilm"): ["env=traffic_light_text"],
+    ("backbone", "hf"): ["env=traffic_light_text", "backbone.name=/models/my-encoder"],
+    ("reward", "lm_similarity"): ["env=traffic_light_text", "backbone=bow", "reward.goal='drive on green'"],
+}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_validates(group: str, option: str, outputs: Path) -> None:
-    overrides = [f"{group}={option}"]
-    if group == "env" and option == "cartpole_pixels":
-        overrides.append("backbone=nature_cnn")  # an image env needs an image backbone
+    overrides = [f"{group}={option}", *COMPANIONS.get((group, option), [])]
     cfg = to_config(compose_cfg(overrides, outputs))
     assert isinstance(cfg, Config)
-    assert getattr(cfg, group).name == option
+    expected = "/models/my-encoder" if option == "hf" else option
+    assert getattr(cfg, group).name == expected
 
 
 def test_image_backbone_switches_default_env_to_pixels(outputs: Path) -> None:
