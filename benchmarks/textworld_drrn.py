@@ -20,6 +20,7 @@ import random
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -44,17 +45,31 @@ ENCODERS = {
     "minilm_finetuned": ["backbone=minilm", "backbone.freeze=none"],
     "minilm_random": ["backbone=minilm", "backbone.weights=null", "backbone.freeze=none"],
 }
+# A sparser game for reward shaping: 5 rooms, a 5-command quest; a random agent wins ~7 % of 50-step episodes.
+SPARSE_FAMILY = [
+    "env=textworld",
+    "env.textworld.world_size=5",
+    "env.textworld.nb_objects=6",
+    "env.textworld.quest_length=5",
+    "env.textworld.train_games=1",
+    "env.textworld.held_out_games=0",
+    "env.textworld.game_seed=3",
+]
+SHAPING = ["reward=lm_similarity", "reward.threshold=0.6", "reward.weight=1.0"]
 # Fine-tuning a 22.7M-parameter transformer on 2 CPU cores: fewer, smaller updates (see the report).
 FINETUNE = ["algo.batch_size=16", "algo.train_freq=8"]
 EVAL_EPISODES = 24
 
 
 def _overrides(kind: str, seed: int, steps: int, outputs: Path) -> list[str]:
-    extra = FINETUNE if "freeze=none" in " ".join(ENCODERS[kind]) else []
+    if kind in ("sparse", "shaped"):
+        goal = objective(outputs) if kind == "shaped" else ""
+        setting = [*SPARSE_FAMILY, "backbone=minilm", *([*SHAPING, f"reward.goal='{goal}'"] if goal else [])]
+    else:
+        extra = FINETUNE if "freeze=none" in " ".join(ENCODERS[kind]) else []
+        setting = [*FAMILY, *ENCODERS[kind], *extra]
     return [
-        *FAMILY,
-        *ENCODERS[kind],
-        *extra,
+        *setting,
         "algo=double_dqn",
         f"seed={seed}",
         f"total_env_steps={steps}",
@@ -69,6 +84,21 @@ def _overrides(kind: str, seed: int, steps: int, outputs: Path) -> list[str]:
     ]
 
 
+def objective(outputs: Path) -> str:
+    """The sparse game's own objective text (the agent reads it at every reset): the shaped run's goal."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.config import register_configs, to_config
+    from pipeline.envs.textworld import game_files
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = to_config(compose("config", overrides=[*SPARSE_FAMILY, "backbone=bow", f"paths.outputs={outputs}"]))
+    game = game_files(cfg.env.textworld, "train", Path(cfg.env.textworld.cache_dir))[0]
+    text = json.loads(game.with_suffix(".json").read_text())["objective"]
+    return text.replace("'", "").replace('"', "")
+
+
 def run_one(kind: str, seed: int, steps: int, outputs: Path) -> dict:
     """Train, then evaluate the greedy policy on the training games and on the held-out games."""
     import torch
@@ -78,9 +108,10 @@ def run_one(kind: str, seed: int, steps: int, outputs: Path) -> dict:
     from pipeline.evaluate import Evaluator
     from pipeline.train import train
 
+    overrides = _overrides(kind, seed, steps, outputs)  # before Hydra starts: `shaped` composes a config itself
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        raw = compose("config", overrides=_overrides(kind, seed, steps, outputs))
+        raw = compose("config", overrides=overrides)
     captured: dict = {}
     import pipeline.train as train_module
 
@@ -107,10 +138,11 @@ def run_one(kind: str, seed: int, steps: int, outputs: Path) -> dict:
         "success_train": success["train"],
         "success_held_out": success["held_out"],
         "cache_hit_rate": cache.hit_rate if cache is not None else float("nan"),
+        "first_success_step": captured["module"].first_success_step,
     }
 
 
-def random_agent_rate(outputs: Path, steps: int = 3000) -> float:
+def random_agent_steps(outputs: Path, steps: int = 3000) -> tuple[int, float]:
     """TextWorld's own interface, the same games and infos as the adapter, a uniformly random command."""
     import textworld
     from hydra import compose, initialize_config_dir
@@ -135,7 +167,7 @@ def random_agent_rate(outputs: Path, steps: int = 3000) -> float:
             done_steps += 1
             if done:
                 break
-    return done_steps / (time.perf_counter() - t0)
+    return done_steps, time.perf_counter() - t0
 
 
 def _iqm_ci(values: list[float], reps: int = 5000) -> tuple[float, float, float]:
@@ -152,41 +184,62 @@ def _iqm_ci(values: list[float], reps: int = 5000) -> tuple[float, float, float]
     return iqm(x), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", default="minilm_frozen,bow")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=15_000)
     parser.add_argument("--slow-kinds", default="minilm_finetuned,minilm_random", help="fewer seeds and steps")
-    parser.add_argument("--slow-seeds", type=int, default=2)
+    parser.add_argument("--slow-seeds", type=int, default=5)
     parser.add_argument("--slow-steps", type=int, default=6_000)
+    parser.add_argument("--shaping-seeds", type=int, default=5)
+    parser.add_argument("--shaping-steps", type=int, default=8_000)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each one torch thread)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--outputs", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--random-rate", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.random_rate:
-        print(json.dumps({"steps_per_s": random_agent_rate(args.outputs), "env_steps": 1, "train_s": 1}))
+        steps, seconds = random_agent_steps(args.outputs)  # run_isolated derives steps_per_s from these two
+        print(json.dumps({"env_steps": steps, "train_s": seconds}))
         return
     if args.one:
         print(json.dumps(run_one(args.one, args.seed, args.steps, args.outputs)))
         return
     plan = [(k, args.seeds, args.steps) for k in args.kinds.split(",") if k]
     plan += [(k, args.slow_seeds, args.slow_steps) for k in args.slow_kinds.split(",") if k]
+    plan += [(k, args.shaping_seeds, args.shaping_steps) for k in ("sparse", "shaped") if args.shaping_seeds]
     results: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "outputs"
-        for seed in range(max(s for _, s, _ in plan)):
-            for kind, seeds, steps in plan:
-                if seed >= seeds:
-                    continue
-                cli = ["--one", kind, "--seed", str(seed), "--steps", str(steps), "--outputs", str(out)]
-                r = run_isolated(__file__, cli, f"{kind} seed {seed}")
+        objective(out)  # generate the games once, before runs that share the cache start in parallel
+        jobs = [
+            (kind, seed, steps)
+            for seed in range(max(s for _, s, _ in plan))
+            for kind, seeds, steps in plan
+            if seed < seeds
+        ]
+
+        def one(job: tuple[str, int, int]) -> tuple[str, int, dict]:
+            kind, seed, steps = job
+            cli = ["--one", kind, "--seed", str(seed), "--steps", str(steps), "--outputs", str(out)]
+            r = run_isolated(__file__, cli, f"{kind} seed {seed}")
+            print(kind, seed, json.dumps(r), flush=True)
+            return kind, seed, r
+
+        # The random agent is measured inside the same pool, so it shares the loop runs' conditions.
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            rate_future = pool.submit(run_isolated, __file__, ["--random-rate", "--outputs", str(out)], "random agent")
+            for kind, _, r in sorted(pool.map(one, jobs), key=lambda x: x[1]):
                 results.setdefault(kind, []).append(r)
-                print(kind, seed, json.dumps(r), flush=True)
-        rate = run_isolated(__file__, ["--random-rate", "--outputs", str(out)], "random agent")["steps_per_s"]
+            rate = rate_future.result()["steps_per_s"]
     wall = time.perf_counter() - t0
     text = _report(results, plan, rate, wall, args)
     print(text)
@@ -194,12 +247,23 @@ def main() -> None:
         _write_section(text, ROOT / "docs" / "benchmarks.md", marker=MARKER)
 
 
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this report (the options that differ from the defaults spelled out)."""
+    defaults = vars(parser().parse_args([]))
+    changed = [
+        f"--{k.replace('_', '-')} {v if v != '' else chr(39) * 2}"
+        for k, v in vars(args).items()
+        if v != defaults[k] and k != "no_write"
+    ]
+    return " ".join(["python benchmarks/textworld_drrn.py", *changed])
+
+
 def _report(results: dict[str, list[dict]], plan: list, rate: float, wall: float, args: argparse.Namespace) -> str:
     lines = [
         MARKER,
         "",
         f"Measured {date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores, one torch thread per "
-        f"run; {wall / 60:.0f} min in all. Command: `python benchmarks/textworld_drrn.py` (defaults). Family: "
+        f"run, {args.jobs} run(s) at a time; {wall / 60:.0f} min in all. Command: `{command(args)}`. Family: "
         f"`{' '.join(FAMILY)}` (4 training games, 4 held-out games of the same generator settings); Double DQN "
         f"DRRN, {EVAL_EPISODES} greedy evaluation episodes per split after training. Success = fraction of "
         "evaluation episodes won within 50 steps; IQM over seeds with a 95 % percentile-bootstrap interval.",
@@ -210,7 +274,7 @@ def _report(results: dict[str, list[dict]], plan: list, rate: float, wall: float
     ]
     for kind, _, steps in plan:
         rs = results.get(kind, [])
-        if not rs:
+        if not rs or kind in ("sparse", "shaped"):
             continue
         tr = _iqm_ci([r["success_train"] for r in rs])
         ho = _iqm_ci([r["success_held_out"] for r in rs])
@@ -231,6 +295,26 @@ def _report(results: dict[str, list[dict]], plan: list, rate: float, wall: float
             f"infos at {rate:.0f} steps/s, so the loop keeps {loop_rate / rate:.0%} of the raw env rate "
             "(target: >= 50 %).",
         ]
+    shaping = {k: results.get(k, []) for k in ("sparse", "shaped")}
+    if all(shaping.values()):
+        steps = next(s for k, _, s in plan if k == "sparse")
+        lines += [
+            "",
+            f"Reward shaping on a sparser game (`{' '.join(SPARSE_FAMILY[1:])}`; a random agent wins about 7 % of "
+            f"episodes), frozen MiniLM DRRN, {steps:,} env steps: env steps to the first won training episode, "
+            f"sparse (the game's score only) vs `{' '.join(SHAPING)} reward.goal=<the game's objective text>`. "
+            "Runs that never won count as the budget.",
+            "",
+            "| reward | seeds | steps to first success, per seed | median | greedy success after training |",
+            "|---|---|---|---|---|",
+        ]
+        for kind, rs in shaping.items():
+            firsts = [r["first_success_step"] if r["first_success_step"] is not None else steps for r in rs]
+            wins = [r["success_train"] for r in rs]
+            lines.append(
+                f"| {kind} | {len(rs)} | {', '.join(f'{f:,}' for f in firsts)} | {int(np.median(firsts)):,} | "
+                f"{', '.join(f'{w:.2f}' for w in wins)} |"
+            )
     return "\n".join(lines) + "\n"
 
 

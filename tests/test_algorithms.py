@@ -37,7 +37,11 @@ def _ckpt_step(path: Path) -> int:
         return -1
 
 
-@pytest.mark.parametrize("algo", list(CASES))
+# dqn and ppo (the two loop families) run in CI; the other algorithms share their checkpoint code and run with -m slow.
+IN_CI = {"dqn", "ppo"}
+
+
+@pytest.mark.parametrize("algo", [a if a in IN_CI else pytest.param(a, marks=pytest.mark.slow) for a in CASES])
 def test_kill_resume_and_logged_model(algo: str, outputs: Path) -> None:
     env_name, every, example = CASES[algo]
     run_dir = outputs / "run"

@@ -17,8 +17,11 @@ from pipeline.errors import ConfigError
 from pipeline.networks import build_q_network, param_groups, target_copy
 from tests.conftest import CONF, TINY, compose_cfg, run_cli
 
+TEXT_CONFIGS = ("minilm", "bow", "hf")  # text encoders: tests/test_text_models.py
 TIMM_CONFIGS = sorted(
-    p.stem for p in (CONF / "backbone").glob("*.yaml") if p.stem not in ("mlp", "nature_cnn", "small_cnn")
+    p.stem
+    for p in (CONF / "backbone").glob("*.yaml")
+    if p.stem not in ("mlp", "nature_cnn", "small_cnn", *TEXT_CONFIGS)
 )
 PIXEL_ENV = ["env=minatar_breakout", "env.obs_mode=pixels", "env.frame_size=64"]
 CHUNK = [  # one training chunk with a few gradient steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
@@ -44,6 +45,8 @@ def test_pretrain_then_rl_links_its_stages_and_reports(outputs: Path) -> None:
     assert "IQM" in text and consumed.split("/")[1] in text  # the arms, named by the weights they used
 
 
+# slow: kickstarting itself runs in CI (tests/test_distill.py)
+@pytest.mark.slow
 def test_kickstart_experiment_trains_its_teacher_first(outputs: Path) -> None:
     args = [
         "-m",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.train import train
@@ -25,6 +26,8 @@ def test_ddp_cpu_two_processes_log_once_and_count_both_ranks(outputs: Path) -> N
     assert runs[0].data.tags.get("ddp_replicas_in_sync") == "true"
 
 
+# slow: DDP itself runs in CI (test above); resume runs in CI single-process
+@pytest.mark.slow
 def test_ddp_cpu_resume_continues_with_each_rank_state(outputs: Path) -> None:
     """Ranks spawned with a resumed checkpoint must not share its tensors (or the weights) in memory."""
     run_dir = outputs / "ddp"

@@ -65,6 +65,8 @@ def test_optuna_sweep_logs_its_best_parameters(outputs: Path) -> None:
     assert "sweep: best" in proc.stdout
 
 
+# slow: DDP and multirun each run in CI on their own
+@pytest.mark.slow
 def test_multirun_of_ddp_jobs(outputs: Path) -> None:
     """The Hydra + Lightning trap: DDP inside a multirun. Two jobs, each two processes over gloo."""
     proc = run_cli(["-m", "hardware=ddp_cpu", "seed=0,1", *TINY], outputs, timeout=600)

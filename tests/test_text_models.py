@@ -229,9 +229,10 @@ def test_a_causal_lm_prior_ranks_commands_and_steers_the_policy(tmp_path: Path, 
     assert run.data.params["algo.prior.weight"] == "10.0"
 
 
-def test_minilm_drrn_learns_a_generated_textworld_game(outputs: Path) -> None:
+def test_minilm_drrn_learns_a_generated_textworld_game(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One small TextWorld game (3 rooms, a 3-command quest; a random agent wins ~15 % of 50-step episodes):
     the frozen MiniLM DRRN goes from never winning greedily to winning every evaluation episode."""
+    monkeypatch.delenv("PIPELINE_TEXTWORLD_CACHE", raising=False)  # the default cache, under paths.outputs
     args = ["env=textworld", "env.textworld.held_out_games=0", "backbone=minilm", "algo=double_dqn", "seed=1"]
     budget = ["total_env_steps=4000", "algo.learning_starts=500", "algo.eps_decay_steps=2000"]
     result = run_cli([*args, *budget, "eval.every_env_steps=500", "eval.episodes=4", "progress=false"], outputs)
@@ -242,4 +243,5 @@ def test_minilm_drrn_learns_a_generated_textworld_game(outputs: Path) -> None:
     assert evals[0] == 0.0 and evals[-1] == 1.0, evals
     assert run.data.metrics["eval/success_rate"] == 1.0 and run.data.tags["solved"] == "true"
     assert run.data.metrics["perf/embed_cache_hit_rate"] > 0.9
+    assert 0 < run.data.metrics["train/first_success_step"] <= 1536  # logged once, when it happened
     assert sorted(p.name for p in (outputs / "textworld" / "w3-o4-q3-s1").glob("*.z8")) == ["train-000-seed1000.z8"]

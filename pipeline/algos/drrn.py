@@ -57,6 +57,8 @@ class TextDQN(EnvLoop):
         for p in (self.target_head or self.target_net).parameters():
             p.requires_grad_(False)
         self.won: deque[bool] = deque(maxlen=100)
+        self.first_success_step: int | None = None  # env steps to the first won episode (sparse-reward exploration)
+        self._first_success_logged = False
 
     @property
     def policy(self) -> DRRN:
@@ -87,11 +89,18 @@ class TextDQN(EnvLoop):
         return self
 
     def learner_state(self) -> dict[str, Any] | None:
-        return {"buffer": self.buffer.state_dict()} if self.cfg.checkpoint.buffer else None
+        state: dict[str, Any] = {"first_success_step": self.first_success_step}
+        if self.cfg.checkpoint.buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
 
     def load_learner_state(self, state: dict[str, Any] | None) -> None:
-        if state is not None:
+        if state is None:
+            return
+        if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
+        self.first_success_step = state.get("first_success_step")
+        self._first_success_logged = self.first_success_step is not None
 
     def start_metrics(self) -> dict[str, float]:
         return {"model/encoder_params": float(sum(p.numel() for p in self.q_net.encoder.parameters()))}
@@ -123,6 +132,9 @@ class TextDQN(EnvLoop):
             metrics["train/q_mean"] = q_sum / n_updates
         if self.won:
             metrics["train/success_rate"] = float(np.mean(self.won))
+        if self.first_success_step is not None and not self._first_success_logged:
+            metrics["train/first_success_step"] = float(self.first_success_step)
+            self._first_success_logged = True
         cache = self.q_net.cache
         if cache is not None:
             metrics["perf/embed_cache_hit_rate"] = cache.hit_rate
@@ -147,6 +159,8 @@ class TextDQN(EnvLoop):
                 next_state, next_set = info["final_obs"][i], info["final_admissible"][i]
                 if self.env.reports_wins:
                     self.won.append(bool(info["won"][i]))
+                    if info["won"][i] and self.first_success_step is None:
+                        self.first_success_step = self.global_env_steps + self.loop.steps_per_vec
             else:
                 next_state, next_set = next_obs[i], self.env.admissible[i]
             command = sets[i][actions[i]]
