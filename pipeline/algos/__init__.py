@@ -18,10 +18,17 @@ def check_env(cfg: Config, spec: EnvSpec) -> None:
             "algo=q_learning)"
         )
     if spec.is_text:
+        if cfg.distill.name != "none":
+            raise ConfigError(
+                f"distill={cfg.distill.name}: distillation is not wired for text envs (env={cfg.env.name}); "
+                "set distill=none"
+            )
+        if isinstance(cfg.algo, PolicyGradientConfig):
+            return
         if not isinstance(cfg.algo, DQNConfig):
             raise ConfigError(
                 f"algo={cfg.algo.name}: env={cfg.env.name} is a text game with a variable command list; "
-                "use algo=dqn or algo=double_dqn (a DRRN over the admissible commands)"
+                "use algo=dqn or algo=double_dqn (a DRRN over the admissible commands), or algo=ppo / reinforce"
             )
         a = cfg.algo
         if a.n_step != 1 or a.prioritized or a.dueling:
@@ -45,6 +52,10 @@ def check_env(cfg: Config, spec: EnvSpec) -> None:
 
 def build_module(cfg: Config, spec: EnvSpec, weights_file: str | None = None) -> EnvLoop:
     """The learner for `cfg.algo`'s family (imported lazily: each pulls in only what it needs)."""
+    if spec.is_text and isinstance(cfg.algo, PolicyGradientConfig):
+        from pipeline.algos.text_ppo import TextPolicyGradient
+
+        return TextPolicyGradient(cfg, spec, weights_file=weights_file)
     if spec.is_text:
         from pipeline.algos.drrn import TextDQN
 

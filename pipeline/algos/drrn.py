@@ -10,15 +10,14 @@ state or command costs a lookup. The target's max runs over the next state's own
 from __future__ import annotations
 
 import copy
-from collections import deque
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline.algos.base import EnvLoop, linear_schedule
+from pipeline.algos.text_progress import TextProgress
 from pipeline.backbones.text import EmbeddingCache, apply_freeze, build_text_encoder
 from pipeline.buffers import TextReplay
 from pipeline.config import Config, DQNConfig
@@ -56,9 +55,7 @@ class TextDQN(EnvLoop):
             self._fresh_target_cache()
         for p in (self.target_head or self.target_net).parameters():
             p.requires_grad_(False)
-        self.won: deque[bool] = deque(maxlen=100)
-        self.first_success_step: int | None = None  # env steps to the first won episode (sparse-reward exploration)
-        self._first_success_logged = False
+        self.text_progress = TextProgress()
 
     @property
     def policy(self) -> DRRN:
@@ -89,7 +86,7 @@ class TextDQN(EnvLoop):
         return self
 
     def learner_state(self) -> dict[str, Any] | None:
-        state: dict[str, Any] = {"first_success_step": self.first_success_step}
+        state: dict[str, Any] = self.text_progress.state()
         if self.cfg.checkpoint.buffer:
             state["buffer"] = self.buffer.state_dict()
         return state
@@ -99,8 +96,7 @@ class TextDQN(EnvLoop):
             return
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
-        self.first_success_step = state.get("first_success_step")
-        self._first_success_logged = self.first_success_step is not None
+        self.text_progress.load(state)
 
     def start_metrics(self) -> dict[str, float]:
         return {"model/encoder_params": float(sum(p.numel() for p in self.q_net.encoder.parameters()))}
@@ -130,15 +126,7 @@ class TextDQN(EnvLoop):
         if n_updates:
             metrics["train/loss"] = loss_sum / n_updates
             metrics["train/q_mean"] = q_sum / n_updates
-        if self.won:
-            metrics["train/success_rate"] = float(np.mean(self.won))
-        if self.first_success_step is not None and not self._first_success_logged:
-            metrics["train/first_success_step"] = float(self.first_success_step)
-            self._first_success_logged = True
-        cache = self.q_net.cache
-        if cache is not None:
-            metrics["perf/embed_cache_hit_rate"] = cache.hit_rate
-            metrics["perf/embed_cache_texts"] = float(len(cache))
+        metrics |= self.text_progress.metrics(self.q_net.cache)
         self.end_chunk(chunk_start_step, n_updates, metrics)
 
     def _collect(self, eps: float) -> None:
@@ -157,14 +145,12 @@ class TextDQN(EnvLoop):
                 continue
             if done[i]:
                 next_state, next_set = info["final_obs"][i], info["final_admissible"][i]
-                if self.env.reports_wins:
-                    self.won.append(bool(info["won"][i]))
-                    if info["won"][i] and self.first_success_step is None:
-                        self.first_success_step = self.global_env_steps + self.loop.steps_per_vec
             else:
                 next_state, next_set = next_obs[i], self.env.admissible[i]
             command = sets[i][actions[i]]
             self.buffer.add(states[i], command, float(rewards[i]), bool(terminated[i]), next_state, next_set)
+        if self.env.reports_wins:
+            self.text_progress.note(info, done, self.global_env_steps + self.loop.steps_per_vec)
         self.record_step(next_obs, rewards, done, raw_rewards=info["raw_reward"])
 
     def _target_q(self, states: list[str], sets: list[list[str]]) -> tuple[torch.Tensor, list[int]]:

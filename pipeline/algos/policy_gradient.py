@@ -12,6 +12,8 @@ decided jointly so all ranks take the same number of steps.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -101,11 +103,16 @@ class PolicyGradient(EnvLoop):
         super().__init__(cfg, spec, run_target)
         assert isinstance(cfg.algo, PolicyGradientConfig)
         self.a: PolicyGradientConfig = cfg.algo
-        self.net: ActorCritic = build_actor_critic(
-            cfg.backbone, spec, cfg.algo.critic.backbone, weights_file, ortho_init=cfg.algo.ortho_init
+        self.net = self._build_net(weights_file)
+
+    def _build_net(self, weights_file: str | None) -> ActorCritic:
+        """The actor-critic on arrays; text envs override it (`text_ppo.py`)."""
+        net = build_actor_critic(
+            self.cfg.backbone, self.spec, self.a.critic.backbone, weights_file, ortho_init=self.a.ortho_init
         )
-        if cfg.hardware.channels_last and spec.is_image:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        if self.cfg.hardware.channels_last and self.spec.is_image:
+            net = net.to(memory_format=torch.channels_last)
+        return net
 
     @property
     def policy(self) -> ActorCritic:
@@ -157,8 +164,19 @@ class PolicyGradient(EnvLoop):
         return x, actions, (logp_all.gather(1, actions.unsqueeze(1)).squeeze(1), value.float())
 
     @torch.inference_mode()
-    def _values(self, obs: np.ndarray) -> np.ndarray:
+    def _values(self, obs: Any) -> np.ndarray:
         return self.net.value(torch.from_numpy(np.asarray(obs)).to(self.device)).float().cpu().numpy()
+
+    # Rollout hooks: an array env keeps observations in one tensor; a text env keeps strings (`text_ppo.py`).
+    def _store_obs(self, t: int, x: Any) -> None:
+        self.rollout_obs[t] = x
+
+    def _rollout_obs(self, t: int) -> Any:
+        """The first `t` steps' observations, flat [t * num_envs, ...], indexable by a tensor of positions."""
+        return self.rollout_obs[:t].reshape(t * self.cfg.env.num_envs, *self.spec.obs_shape)
+
+    def _after_step(self, info: dict[str, Any], done: np.ndarray) -> None:
+        """Called after each vector step with the env's info (text envs count won episodes)."""
 
     def _collect(self) -> int:
         a = self.a
@@ -172,16 +190,17 @@ class PolicyGradient(EnvLoop):
             train_rewards = (np.sign(rewards) if self.cfg.env.clip_rewards else rewards).astype(np.float32)
             cut = np.flatnonzero(truncated & ~terminated)
             if cut.size:  # a time limit is not a terminal: bootstrap from the final obs's value
-                final = np.stack([info["final_obs"][i] for i in cut])
-                train_rewards[cut] += a.gamma * self._values(final)
-            self.rollout_obs[t] = x
+                train_rewards[cut] += a.gamma * self._values([info["final_obs"][i] for i in cut])
+            self._store_obs(t, x)
             self.rollout_actions[t] = actions
             self.rollout_logp[t] = logp
             self.values[t] = value.cpu().numpy()
             self.rewards[t] = train_rewards
             done = terminated | truncated
             self.dones[t] = done
-            self.record_step(next_obs, rewards, done)  # episode returns: the env's own rewards
+            self._after_step(info, done)
+            # Episode returns: the env's own rewards (and the shaped ones, when a reward wrapper shapes them).
+            self.record_step(next_obs, rewards, done, raw_rewards=info.get("raw_reward"))
             steps += 1
         return steps
 
@@ -201,7 +220,7 @@ class PolicyGradient(EnvLoop):
     def _update(self, t: int, advantages: np.ndarray, returns: np.ndarray) -> dict[str, float]:
         a, dev = self.a, self.device
         size = t * self.cfg.env.num_envs
-        obs = self.rollout_obs[:t].reshape(size, *self.spec.obs_shape)
+        obs = self._rollout_obs(t)
         actions = self.rollout_actions[:t].reshape(size)
         old_logp = self.rollout_logp[:t].reshape(size)
         old_values = torch.from_numpy(self.values[:t].reshape(size)).to(dev)
