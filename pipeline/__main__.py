@@ -60,9 +60,16 @@ def job(cfg: DictConfig) -> float:
             stage = saved_stage(first)
         if stage == "pretrain":
             return _pretrain(cfg, in_sweep)
+        spec = None
+        if not first.resume:  # an algorithm that cannot use the env is refused before Lightning and MLflow load
+            from pipeline.algos import check_env
+            from pipeline.envs import probe_env
+
+            spec = probe_env(first.env)
+            check_env(first, spec)
         from pipeline.train import train
 
-        result = train(cfg)
+        result = train(cfg, spec=spec)
     except Exception as ex:
         refused = isinstance(ex, ConfigError)  # bad input (exit 2) vs a run that failed (exit 1)
         if refused:

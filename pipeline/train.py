@@ -18,7 +18,7 @@ from pipeline._quiet import silence_known_noise
 from pipeline.algos import build_module, check_env
 from pipeline.algos.base import EVAL_SEED_OFFSET, EnvLoop
 from pipeline.config import Config, to_config
-from pipeline.envs import probe_env
+from pipeline.envs import EnvSpec, probe_env
 from pipeline.errors import ConfigError
 from pipeline.evaluate import Evaluator
 from pipeline.progress import EnvStepProgress
@@ -111,9 +111,15 @@ def _ensure_writable(run_dir: Path, outputs: str) -> None:
         ) from None
 
 
-def train(raw_cfg: DictConfig, run_dir: Path | None = None, extra_tags: dict[str, str] | None = None) -> RunResult:
+def train(
+    raw_cfg: DictConfig,
+    run_dir: Path | None = None,
+    extra_tags: dict[str, str] | None = None,
+    spec: EnvSpec | None = None,
+) -> RunResult:
     """Validate and build everything before MLflow sees anything; then one tracked run that always ends.
-    `extra_tags` replace the sweep's job tags (a chained experiment's first stage is not a job)."""
+    `extra_tags` replace the sweep's job tags (a chained experiment's first stage is not a job); `spec`:
+    the env already probed and checked for this config (the CLI does it before heavy imports)."""
     t_start = time.perf_counter()
     silence_known_noise()  # again: Hydra's job logging set-up runs after our import
     cfg = to_config(raw_cfg)
@@ -122,8 +128,9 @@ def train(raw_cfg: DictConfig, run_dir: Path | None = None, extra_tags: dict[str
         cfg, run_dir = resumption.cfg, resumption.run_dir
     if cfg.hardware.threads > 0:
         torch.set_num_threads(cfg.hardware.threads)
-    spec = probe_env(cfg.env)
-    check_env(cfg, spec)
+    if spec is None or resumption is not None:
+        spec = probe_env(cfg.env)
+        check_env(cfg, spec)
     weights_file = _weights_file(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg, spec, weights_file)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from pipeline.algos.base import EnvLoop
+from typing import TYPE_CHECKING
+
 from pipeline.config import Config, DQNConfig, PolicyGradientConfig, TabularConfig
 from pipeline.envs import EnvSpec
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:  # the learners import Lightning; check_env must not (the CLI refuses before it loads)
+    from pipeline.algos.base import EnvLoop
 
 
 def check_env(cfg: Config, spec: EnvSpec) -> None:
