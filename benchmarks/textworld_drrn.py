@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import re
 import sys
 import tempfile
 import time
@@ -239,6 +240,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--outputs", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--random-rate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--from-log", type=Path, help="report the runs a stopped benchmark's log recorded")
     parser.add_argument("--throughput", action="store_true", help="only the acting-vs-random-agent rate, printed")
     return parser
 
@@ -267,7 +269,14 @@ def main() -> None:
     plan = [(k, args.seeds, args.steps) for k in args.kinds.split(",") if k]
     plan += [(k, args.slow_seeds, args.slow_steps) for k in args.slow_kinds.split(",") if k]
     plan += [(k, args.shaping_seeds, args.shaping_steps) for k in ("sparse", "shaped") if args.shaping_seeds]
-    results: dict[str, list[dict]] = {}
+    if args.from_log:  # a run stopped part-way: report the runs its log recorded, measure the random agent now
+        results, wall = _results_from_log(args.from_log)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "outputs"
+            rate = run_isolated(__file__, ["--random-rate", "--outputs", str(out)], "random agent")["steps_per_s"]
+        _finish(_report(results, plan, rate, wall, args), args)
+        return
+    results = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "outputs"
@@ -279,10 +288,14 @@ def main() -> None:
             if seed < seeds
         ]
 
-        def one(job: tuple[str, int, int]) -> tuple[str, int, dict]:
+        def one(job: tuple[str, int, int]) -> tuple[str, int, dict | None]:
             kind, seed, steps = job
             cli = ["--one", kind, "--seed", str(seed), "--steps", str(steps), "--outputs", str(out)]
-            r = run_isolated(__file__, cli, f"{kind} seed {seed}")
+            try:
+                r = run_isolated(__file__, cli, f"{kind} seed {seed}")
+            except RuntimeError as ex:  # one failed run is reported, not the end of the benchmark
+                print(f"{kind} {seed} FAILED {ex}", flush=True)
+                return kind, seed, None
             print(kind, seed, json.dumps(r), flush=True)
             return kind, seed, r
 
@@ -290,13 +303,27 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             rate_future = pool.submit(run_isolated, __file__, ["--random-rate", "--outputs", str(out)], "random agent")
             for kind, _, r in sorted(pool.map(one, jobs), key=lambda x: x[1]):
-                results.setdefault(kind, []).append(r)
+                if r is not None:
+                    results.setdefault(kind, []).append(r)
             rate = rate_future.result()["steps_per_s"]
     wall = time.perf_counter() - t0
-    text = _report(results, plan, rate, wall, args)
+    _finish(_report(results, plan, rate, wall, args), args)
+
+
+def _finish(text: str, args: argparse.Namespace) -> None:
     print(text)
     if not args.no_write:
         _write_section(text, ROOT / "docs" / "benchmarks.md", marker=MARKER)
+
+
+def _results_from_log(log: Path) -> tuple[dict[str, list[dict]], float]:
+    """The `<kind> <seed> <json>` lines a benchmark run printed (its wall time is unknown: NaN)."""
+    results: dict[str, list[dict]] = {}
+    for line in log.read_text().splitlines():
+        match = re.fullmatch(r"(\w+) (\d+) (\{.*\})", line.strip())
+        if match:
+            results.setdefault(match[1], []).append(json.loads(match[3]))
+    return results, float("nan")
 
 
 def command(args: argparse.Namespace) -> str:
@@ -315,7 +342,9 @@ def _report(results: dict[str, list[dict]], plan: list, rate: float, wall: float
         MARKER,
         "",
         f"Measured {date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores, one torch thread per "
-        f"run, {args.jobs} run(s) at a time; {wall / 60:.0f} min in all. Command: `{command(args)}`. Family: "
+        f"run, {args.jobs} run(s) at a time; "
+        + (f"{wall / 60:.0f} min in all" if wall == wall else "the per-run lines of a run stopped part-way")
+        + f". Command: `{command(args)}`. Family: "
         f"`{' '.join(FAMILY)}` (4 training games, 4 held-out games of the same generator settings); Double DQN "
         f"DRRN, {EVAL_EPISODES} greedy evaluation episodes per split after training. Success = fraction of "
         "evaluation episodes won within 50 steps; IQM over seeds with a 95 % percentile-bootstrap interval.",
