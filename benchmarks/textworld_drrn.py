@@ -250,6 +250,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--slow-steps", type=int, default=6_000)
     parser.add_argument("--shaping-seeds", type=int, default=5)
     parser.add_argument("--shaping-steps", type=int, default=8_000)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, first-seed + 1, ...")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each one torch thread)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -298,7 +299,7 @@ def main() -> None:
         out = Path(tmp) / "outputs"
         objective(out)  # generate the games once, before runs that share the cache start in parallel
         jobs = [
-            (kind, seed, steps)
+            (kind, args.first_seed + seed, steps)
             for seed in range(max(s for _, s, _ in plan))
             for kind, seeds, steps in plan
             if seed < seeds
