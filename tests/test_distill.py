@@ -146,6 +146,8 @@ def test_auto_kickstarting_weight_with_negative_and_zero_teacher_returns(
 
 def test_a_teacher_with_other_actions_is_refused_before_training(outputs: Path) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{outputs}/mlflow.db")
+    # Artifacts under the test's outputs (a sqlite store's default artifact root is ./mlruns in the CWD).
+    mlflow.create_experiment("teachers", artifact_location=(outputs / "mlartifacts").as_uri())
     mlflow.set_experiment("teachers")
     three_actions = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()  # CartPole has 2
     example = torch.zeros(2, 4)
