@@ -101,6 +101,22 @@ def test_text_actor_critic_gives_padded_commands_no_probability() -> None:
     assert net.head.score[-1].weight.grad is not None and torch.isfinite(net.head.score[-1].weight.grad).all()
 
 
+def test_text_progress_counts_wins_and_logs_the_first_one_once_even_across_a_resume() -> None:
+    from pipeline.algos.text_progress import TextProgress
+
+    progress = TextProgress()
+    progress.note({"won": [False, False]}, np.array([True, False]), step_after=8)
+    assert progress.metrics(None) == {"train/success_rate": 0.0}  # an episode ended, none won yet
+    progress.note({"won": [False, True]}, np.array([False, True]), step_after=12)
+    progress.note({"won": [True, False]}, np.array([True, False]), step_after=16)
+    assert progress.first_success_step == 12
+    assert progress.metrics(None) == {"train/success_rate": 2 / 3, "train/first_success_step": 12.0}
+    assert "train/first_success_step" not in progress.metrics(None)  # logged once, when it happened
+    restored = TextProgress()
+    restored.load(progress.state())  # a resumed run neither forgets nor re-logs it
+    assert restored.first_success_step == 12 and "train/first_success_step" not in restored.metrics(None)
+
+
 def test_similarity_reward_prefers_the_goal_description(weights_cache: Path) -> None:
     cfg = RewardConfig(name="lm_similarity", goal="You drove through the junction on a green light.", threshold=0.5)
     scorer = GoalSimilarity(cfg, weights_cache)
