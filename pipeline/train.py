@@ -128,7 +128,7 @@ def train(
         cfg, run_dir = resumption.cfg, resumption.run_dir
     if cfg.hardware.threads > 0:
         torch.set_num_threads(cfg.hardware.threads)
-    if spec is None or resumption is not None:
+    if spec is None:
         spec = probe_env(cfg.env)
         check_env(cfg, spec)
     weights_file = _weights_file(cfg)

@@ -140,8 +140,7 @@ class PolicyGradient(EnvLoop):
 
     def build_learner(self) -> None:
         n, t = self.cfg.env.num_envs, self.a.n_steps
-        obs_dtype = torch.from_numpy(np.zeros(1, dtype=self.spec.obs_dtype)).dtype
-        self.rollout_obs = torch.zeros((t, n, *self.spec.obs_shape), dtype=obs_dtype, device=self.device)
+        self.rollout_obs = self._empty_rollout_obs(t, n)
         self.rollout_actions = torch.zeros((t, n), dtype=torch.long, device=self.device)
         self.rollout_logp = torch.zeros((t, n), device=self.device)
         self.values = np.zeros((t, n), dtype=np.float32)
@@ -168,6 +167,10 @@ class PolicyGradient(EnvLoop):
         return self.net.value(torch.from_numpy(np.asarray(obs)).to(self.device)).float().cpu().numpy()
 
     # Rollout hooks: an array env keeps observations in one tensor; a text env keeps strings (`text_ppo.py`).
+    def _empty_rollout_obs(self, steps: int, num_envs: int) -> Any:
+        obs_dtype = torch.from_numpy(np.zeros(1, dtype=self.spec.obs_dtype)).dtype
+        return torch.zeros((steps, num_envs, *self.spec.obs_shape), dtype=obs_dtype, device=self.device)
+
     def _store_obs(self, t: int, x: Any) -> None:
         self.rollout_obs[t] = x
 

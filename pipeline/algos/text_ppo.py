@@ -22,7 +22,6 @@ from pipeline.algos.text_progress import TextProgress
 from pipeline.backbones.text import apply_freeze, build_text_encoder
 from pipeline.config import Config
 from pipeline.envs import EnvSpec
-from pipeline.networks import encoder_param_groups, merge_equal_lr
 from pipeline.networks_text import DRRN, owner_index
 from pipeline.tracking import RunTarget
 
@@ -68,6 +67,9 @@ class TextActorCritic(DRRN):
     def heads(self) -> list[nn.Module]:
         return [self.head, self.critic]
 
+    def encoders(self) -> list[nn.Module]:  # what actor_critic_param_groups puts at backbone.lr_mult
+        return [self.encoder]
+
 
 class TextPolicyGradient(PolicyGradient):
     """PPO / REINFORCE over admissible commands. Everything else (GAE, clipping, schedules, KL stop, DDP)
@@ -84,26 +86,8 @@ class TextPolicyGradient(PolicyGradient):
         apply_freeze(encoder, self.cfg.backbone)
         return TextActorCritic(encoder, hidden=self.cfg.backbone.embed_dim or 128)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        heads = [p for h in self.net.heads() for p in h.parameters() if p.requires_grad]
-        groups = [{"name": "heads", "params": heads, "lr": self.a.lr}]
-        encoder = encoder_param_groups(self.net.encoder, self.cfg.backbone, self.a.lr, "backbone")
-        groups = merge_equal_lr(groups + encoder)
-        for g in groups:
-            g["lr_scale"] = g["lr"] / self.a.lr
-        return torch.optim.Adam(groups, lr=self.a.lr, eps=1e-5)
-
     def start_metrics(self) -> dict[str, float]:
         return {"model/encoder_params": float(sum(p.numel() for p in self.net.encoder.parameters()))}
-
-    def build_learner(self) -> None:
-        n, t = self.cfg.env.num_envs, self.a.n_steps
-        self.rollout_text: list[TextBatch] = []
-        self.rollout_actions = torch.zeros((t, n), dtype=torch.long, device=self.device)
-        self.rollout_logp = torch.zeros((t, n), device=self.device)
-        self.values = np.zeros((t, n), dtype=np.float32)
-        self.rewards = np.zeros((t, n), dtype=np.float32)
-        self.dones = np.zeros((t, n), dtype=np.float32)
 
     def learner_state(self) -> dict[str, Any] | None:
         return self.text_progress.state()
@@ -124,12 +108,15 @@ class TextPolicyGradient(PolicyGradient):
     def _values(self, obs: Any) -> np.ndarray:
         return self.net.value([str(s) for s in obs]).float().cpu().numpy()
 
+    def _empty_rollout_obs(self, steps: int, num_envs: int) -> list[TextBatch]:
+        return []  # one TextBatch per vector step
+
     def _store_obs(self, t: int, x: TextBatch) -> None:
-        del self.rollout_text[t:]  # a new rollout starts at t = 0
-        self.rollout_text.append(x)
+        del self.rollout_obs[t:]  # a new rollout starts at t = 0
+        self.rollout_obs.append(x)
 
     def _rollout_obs(self, t: int) -> TextBatch:
-        steps = self.rollout_text[:t]  # [t][num_envs], flattened in the same order as the tensors' reshape
+        steps = self.rollout_obs[:t]  # [t][num_envs], flattened in the same order as the tensors' reshape
         return TextBatch([s for b in steps for s in b.states], [a for b in steps for a in b.sets])
 
     def _after_step(self, info: dict[str, Any], done: np.ndarray) -> None:
