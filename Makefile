@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 ARGS ?=
+# pytest-xdist processes for make test / test-all: one per core (TEST_WORKERS=0: in this process)
+TEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help run test test-all sweep experiment report ui bench weights lint format clean
@@ -27,10 +29,10 @@ run: $(STAMP) ## train the main job: DQN + MLP on CartPole-v1, tracked in MLflow
 	$(PY) -m pipeline $(ARGS)
 
 test: $(STAMP) ## run the test suite (CI: no GPU, slow learning tests excluded)
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 test-all: $(STAMP) ## run every test, the slow learning tests included
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 sweep: $(STAMP) ## a small parallel grid: DQN vs Double DQN, two seeds each, ending with its report
 	$(PY) -m pipeline -m sweep=grid algo=dqn,double_dqn seed=0,1 total_env_steps=20000 $(ARGS)

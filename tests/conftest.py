@@ -18,6 +18,11 @@ CONF = ROOT / "conf"
 
 register_configs()
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one torch thread each
+    import torch
+
+    torch.set_num_threads(1)
+
 # Small budgets that still exercise every stage of a run (collect, learn, sync, evaluate, log).
 TINY = [
     "total_env_steps=512",
