@@ -79,15 +79,18 @@ def owner_index(counts: list[int], device: torch.device) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
 
 
-def set_max(q: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """max_a Q(s, a) per state of a flat batch; 0 for a state with no commands (a terminal one)."""
-    return torch.stack([part.max() if part.numel() else q.new_zeros(()) for part in torch.split(q, counts)])
+def set_max(q: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """max_a Q(s, a) for each of `n` states of a flat batch; 0 for a state with no commands (a terminal one)."""
+    best = q.new_full((n,), float("-inf")).scatter_reduce(0, owner, q, reduce="amax")
+    return best.masked_fill(best == float("-inf"), 0.0)
 
 
-def set_argmax(q: torch.Tensor, counts: list[int]) -> list[int]:
-    """Flat index of each state's best command (-1 for a state with no commands)."""
-    out, start = [], 0
-    for part in torch.split(q, counts):
-        out.append(start + int(part.argmax()) if part.numel() else -1)
-        start += part.numel()
-    return out
+def set_argmax(q: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Flat index of each state's best command (the first on ties); -1 for a state with no commands.
+    Vectorised: a Python loop over the states cost more than the head's forward pass."""
+    best = q.new_full((n,), float("-inf")).scatter_reduce(0, owner, q, reduce="amax")
+    size = q.numel()
+    position = torch.arange(size, device=q.device)
+    candidates = torch.where(q == best.index_select(0, owner), position, size)
+    first = torch.full((n,), size, device=q.device).scatter_reduce(0, owner, candidates, reduce="amin")
+    return first.masked_fill(first == size, -1)

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.backbones.text import EmbeddingCache, apply_freeze, build_text_encoder, extract_minilm
 from pipeline.config import BackboneConfig, RewardConfig
 from pipeline.errors import ConfigError
-from pipeline.networks_text import DRRN, set_argmax, set_max
+from pipeline.networks_text import DRRN, owner_index, set_argmax, set_max
 from pipeline.rewards import GoalSimilarity
 from tests.conftest import run_cli
 
@@ -70,8 +70,11 @@ def test_drrn_scores_command_lists_of_different_sizes_in_one_batch() -> None:
     assert counts == [3, 1, 0] and q.shape == (4,)
     alone = torch.cat([net.q_values([s], [a])[0] for s, a in zip(states[:2], sets[:2], strict=True)])
     assert torch.allclose(q, alone, atol=1e-6)  # batching changes nothing
-    assert torch.equal(set_max(q, counts), torch.stack([q[:3].max(), q[3], torch.tensor(0.0)]))
-    assert set_argmax(q, counts) == [int(q[:3].argmax()), 3, -1]
+    owner = owner_index(counts, q.device)
+    assert torch.equal(set_max(q, owner, 3), torch.stack([q[:3].max(), q[3], torch.tensor(0.0)]))
+    assert set_argmax(q, owner, 3).tolist() == [int(q[:3].argmax()), 3, -1]
+    ties = torch.tensor([1.0, 3.0, 3.0, -2.0])  # the first best wins a tie, as argmax does
+    assert set_argmax(ties, owner, 3).tolist() == [1, 3, -1]
     assert net.act_text(states[:2], sets[:2]) == [int(q[:3].argmax()), 0]
 
 

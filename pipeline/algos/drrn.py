@@ -153,14 +153,26 @@ class TextDQN(EnvLoop):
             self.text_progress.note(info, done, self.global_env_steps + self.loop.steps_per_vec)
         self.record_step(next_obs, rewards, done, raw_rewards=info["raw_reward"])
 
-    def _target_q(self, states: list[str], sets: list[list[str]]) -> tuple[torch.Tensor, list[int]]:
-        if self.target_net is not None:
-            return self.target_net.q_values(states, sets)
-        counts = [len(s) for s in sets]
-        flat = [a for s in sets for a in s]
-        emb = self.q_net.embed(list(states) + flat)
-        owner = owner_index(counts, emb.device)
-        return self.target_head(emb[: len(states)], emb[len(states) :], owner), counts
+    def _next_values(self, states: list[str], sets: list[list[str]]) -> torch.Tensor:
+        """The bootstrap value of each next state over its own commands: the target's max, or with Double
+        DQN the target's Q of the online argmax; 0 for a state with no commands."""
+        n, counts = len(states), [len(s) for s in sets]
+        if self.target_net is None:  # frozen encoder: one embedding lookup serves the target and online heads
+            emb = self.q_net.embed([*states, *(c for s in sets for c in s)])
+            owner = owner_index(counts, emb.device)
+            state_emb, action_emb = emb[:n], emb[n:]
+            target_q = self.target_head(state_emb, action_emb, owner)
+            online_q = self.q_net.head(state_emb, action_emb, owner) if self.a.double else None
+        else:
+            target_q, _ = self.target_net.q_values(states, sets)
+            online_q = self.q_net.q_values(states, sets)[0] if self.a.double else None
+            owner = owner_index(counts, target_q.device)
+        if online_q is None:
+            return set_max(target_q, owner, n)
+        best = set_argmax(online_q, owner, n)
+        if target_q.numel() == 0:  # every next state terminal
+            return target_q.new_zeros(n)
+        return torch.where(best >= 0, target_q.index_select(0, best.clamp(min=0)), 0.0)
 
     def _learn(self) -> tuple[float, float]:
         a = self.a
@@ -168,13 +180,7 @@ class TextDQN(EnvLoop):
         self.q_net.train()
         q, _ = self.q_net.q_values(b["states"], [[act] for act in b["actions"]])
         with torch.no_grad():
-            next_q, counts = self._target_q(b["next_states"], b["next_sets"])
-            if a.double:
-                online, _ = self.q_net.q_values(b["next_states"], b["next_sets"])
-                best = set_argmax(online, counts)
-                next_v = torch.stack([next_q[i] if i >= 0 else next_q.new_zeros(()) for i in best])
-            else:
-                next_v = set_max(next_q, counts)
+            next_v = self._next_values(b["next_states"], b["next_sets"])
             not_done = (~b["terminated"]).float().to(q.device)
             target = b["rewards"].to(q.device) + a.gamma * not_done * next_v
         loss = F.huber_loss(q, target, delta=a.huber_delta)
