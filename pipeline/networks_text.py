@@ -31,8 +31,9 @@ class DRRNHead(nn.Module):
 
 
 class DRRN(nn.Module):
-    """Text encoder + DRRN head. A frozen encoder is wrapped in an `EmbeddingCache`: each distinct text is
-    encoded once per run."""
+    """Text encoder + DRRN head. Texts go through an `EmbeddingCache`: a frozen encoder encodes each
+    distinct text once per run; a trained one once per weight update, whenever no gradient is needed
+    (acting, evaluation, bootstrap targets) and dropout is off."""
 
     def __init__(
         self, encoder: TextEncoder, hidden: int = 128, prior: nn.Module | None = None, prior_weight: float = 0.0
@@ -40,13 +41,13 @@ class DRRN(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = DRRNHead(encoder.out_dim, hidden)
-        self.cache: EmbeddingCache | None = EmbeddingCache(encoder) if encoder.frozen else None
+        self.cache = EmbeddingCache(encoder)
         self.prior = prior  # a frozen causal LM scoring commands (pipeline/prior.py), or None
         self.prior_weight = prior_weight
 
     def embed(self, texts: list[str]) -> torch.Tensor:
-        """Embeddings of `texts`, each distinct text encoded once in this call (and once ever when cached)."""
-        if self.cache is not None:
+        """Embeddings of `texts`, each distinct text encoded once in this call (and cached when it can be)."""
+        if self.encoder.frozen or not (torch.is_grad_enabled() or self.encoder.training):
             return self.cache(texts)
         unique = list(dict.fromkeys(texts))
         rows = {t: i for i, t in enumerate(unique)}

@@ -60,6 +60,28 @@ def test_embedding_cache_is_exact_and_never_recomputes_a_text(minilm) -> None:
     assert torch.equal(second[1], minilm(["open door"])[0])
 
 
+def test_a_trained_encoders_cache_lasts_until_its_weights_change() -> None:
+    """Fine-tuning: between two optimiser steps a text is encoded once; after a step, never a stale vector."""
+    torch.manual_seed(0)
+    encoder = build_text_encoder(BackboneConfig(name="bow", vocab_buckets=64, features_dim=8), None, Path())
+    net = DRRN(encoder, hidden=8).eval()
+    assert not encoder.frozen
+    with torch.no_grad():
+        before = net.embed(["go north", "take key"])
+        again = net.embed(["take key", "go north"])
+    assert (net.cache.hits, net.cache.misses) == (2, 2) and torch.equal(before[0], again[1])
+    loss = net.embed(["go north"]).sum()  # with gradients: the encoder itself, not the cache
+    assert loss.requires_grad
+    optimizer = torch.optim.SGD(encoder.parameters(), lr=1.0)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = net.embed(["go north", "take key"])
+        fresh = encoder(["go north", "take key"])
+    assert torch.equal(after, fresh) and not torch.equal(after[0], before[0])  # re-encoded, not stale
+    assert net.cache.misses == 4
+
+
 def test_drrn_scores_command_lists_of_different_sizes_in_one_batch() -> None:
     torch.manual_seed(0)
     cfg = BackboneConfig(name="bow", vocab_buckets=256, features_dim=16)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from pipeline.algos.base import EnvLoop, linear_schedule
 from pipeline.algos.text_progress import TextProgress
-from pipeline.backbones.text import EmbeddingCache, apply_freeze, build_text_encoder
+from pipeline.backbones.text import apply_freeze, build_text_encoder
 from pipeline.buffers import TextReplay
 from pipeline.config import Config, DQNConfig
 from pipeline.envs import EnvSpec
@@ -52,7 +52,6 @@ class TextDQN(EnvLoop):
         if not frozen:
             self.target_net = DRRN(copy.deepcopy(encoder), hidden=cfg.backbone.embed_dim or 128)
             self.target_net.load_state_dict(self.q_net.state_dict(), strict=False)  # the prior acts, never targets
-            self._fresh_target_cache()
         for p in (self.target_head or self.target_net).parameters():
             p.requires_grad_(False)
         self.text_progress = TextProgress()
@@ -177,12 +176,12 @@ class TextDQN(EnvLoop):
     def _learn(self) -> tuple[float, float]:
         a = self.a
         b = self.buffer.sample(a.batch_size)
+        with torch.no_grad():  # before train(): targets without dropout, from the embedding caches
+            next_v = self._next_values(b["next_states"], b["next_sets"])
+            not_done = (~b["terminated"]).float().to(next_v.device)
+            target = b["rewards"].to(next_v.device) + a.gamma * not_done * next_v
         self.q_net.train()
         q, _ = self.q_net.q_values(b["states"], [[act] for act in b["actions"]])
-        with torch.no_grad():
-            next_v = self._next_values(b["next_states"], b["next_sets"])
-            not_done = (~b["terminated"]).float().to(q.device)
-            target = b["rewards"].to(q.device) + a.gamma * not_done * next_v
         loss = F.huber_loss(q, target, delta=a.huber_delta)
         self.optimizer.zero_grad(set_to_none=True)
         self._backward(loss)
@@ -191,13 +190,6 @@ class TextDQN(EnvLoop):
         self.q_net.eval()
         self.loop.updates += 1
         return float(loss.detach()), float(q.detach().mean())
-
-    def _fresh_target_cache(self) -> None:
-        """A fine-tuned encoder's target copy is fixed between syncs, so its embeddings are cached until the
-        next one: the next states and their command lists (most of the texts of an update) are encoded
-        once per sync, not once per update."""
-        assert self.target_net is not None
-        self.target_net.cache = EmbeddingCache(self.target_net.encoder)
 
     @torch.no_grad()
     def _sync_target(self) -> None:
@@ -208,5 +200,3 @@ class TextDQN(EnvLoop):
                 t.copy_(online[name])
             else:
                 t.lerp_(online[name], self.a.tau)
-        if self.target_net is not None:
-            self._fresh_target_cache()

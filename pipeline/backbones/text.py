@@ -171,10 +171,13 @@ class BagOfWords(TextEncoder):
 
 
 class EmbeddingCache:
-    """Embeddings of a frozen encoder by text: each text is computed once, then looked up (exactly).
+    """Embeddings by text: each text is computed once, then looked up (exactly).
 
+    A frozen encoder's entries last the whole run. A trainable encoder's last until its weights change
+    (an optimiser step, a target sync, a checkpoint load: any in-place update bumps a parameter's
+    version), so between two updates acting, evaluation and bootstrap targets encode each text once.
     Rows live in one growing tensor, so a batch of cached texts is one index_select. `hits` and `misses`
-    count lookups; their ratio is logged as `perf/embed_cache_hit_rate`.
+    count lookups over the whole run; their ratio is logged as `perf/embed_cache_hit_rate`.
     """
 
     def __init__(self, encoder: TextEncoder, max_batch: int = 64):
@@ -184,6 +187,7 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
         self.max_batch = max_batch
+        self.weights_version: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -193,8 +197,16 @@ class EmbeddingCache:
         total = self.hits + self.misses
         return self.hits / total if total else float("nan")
 
+    def _check_weights(self) -> None:
+        if self.encoder.frozen:
+            return
+        version = tuple(p._version for p in self.encoder.parameters())
+        if version != self.weights_version:
+            self.rows, self.table, self.weights_version = {}, None, version
+
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> torch.Tensor:
+        self._check_weights()
         new = list(dict.fromkeys(t for t in texts if t not in self.rows))
         self.misses += len(new)
         self.hits += len(texts) - len(new)
