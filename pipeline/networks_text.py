@@ -54,13 +54,18 @@ class DRRN(nn.Module):
         vectors = self.encoder(unique)
         return vectors.index_select(0, torch.tensor([rows[t] for t in texts], device=vectors.device))
 
+    def embed_pairs(
+        self, states: list[str], action_sets: list[list[str]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """State embeddings, the flat command embeddings and each command's state index: one `embed` call
+        for the states and all their commands, which any head (online, target, critic) can then score."""
+        emb = self.embed([*states, *(a for actions in action_sets for a in actions)])
+        owner = owner_index([len(a) for a in action_sets], emb.device)
+        return emb[: len(states)], emb[len(states) :], owner
+
     def q_values(self, states: list[str], action_sets: list[list[str]]) -> tuple[torch.Tensor, list[int]]:
         """Q of every (state, command) pair, flat in order, and the number of commands of each state."""
-        counts = [len(a) for a in action_sets]
-        flat_actions = [a for actions in action_sets for a in actions]
-        emb = self.embed(list(states) + flat_actions)
-        state_emb, action_emb = emb[: len(states)], emb[len(states) :]
-        return self.head(state_emb, action_emb, owner_index(counts, emb.device)), counts
+        return self.head(*self.embed_pairs(states, action_sets)), [len(a) for a in action_sets]
 
     def forward(self, states: list[str], action_sets: list[list[str]]) -> torch.Tensor:
         return self.q_values(states, action_sets)[0]
@@ -80,16 +85,21 @@ def owner_index(counts: list[int], device: torch.device) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
 
 
+def _best_per_state(q: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Each of `n` states' highest Q over its commands; -inf for a state with none."""
+    return q.new_full((n,), float("-inf")).scatter_reduce(0, owner, q, reduce="amax")
+
+
 def set_max(q: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
     """max_a Q(s, a) for each of `n` states of a flat batch; 0 for a state with no commands (a terminal one)."""
-    best = q.new_full((n,), float("-inf")).scatter_reduce(0, owner, q, reduce="amax")
+    best = _best_per_state(q, owner, n)
     return best.masked_fill(best == float("-inf"), 0.0)
 
 
 def set_argmax(q: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
     """Flat index of each state's best command (the first on ties); -1 for a state with no commands.
     Vectorised: a Python loop over the states cost more than the head's forward pass."""
-    best = q.new_full((n,), float("-inf")).scatter_reduce(0, owner, q, reduce="amax")
+    best = _best_per_state(q, owner, n)
     size = q.numel()
     position = torch.arange(size, device=q.device)
     candidates = torch.where(q == best.index_select(0, owner), position, size)

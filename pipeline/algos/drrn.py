@@ -23,7 +23,7 @@ from pipeline.buffers import TextReplay
 from pipeline.config import Config, DQNConfig
 from pipeline.envs import EnvSpec
 from pipeline.networks import param_groups
-from pipeline.networks_text import DRRN, DRRNHead, owner_index, set_argmax, set_max
+from pipeline.networks_text import DRRN, DRRNHead, set_argmax, set_max
 from pipeline.optim import clip_grad_norm
 from pipeline.prior import build_prior
 from pipeline.tracking import RunTarget
@@ -155,17 +155,16 @@ class TextDQN(EnvLoop):
     def _next_values(self, states: list[str], sets: list[list[str]]) -> torch.Tensor:
         """The bootstrap value of each next state over its own commands: the target's max, or with Double
         DQN the target's Q of the online argmax; 0 for a state with no commands."""
-        n, counts = len(states), [len(s) for s in sets]
+        n = len(states)
         if self.target_net is None:  # frozen encoder: one embedding lookup serves the target and online heads
-            emb = self.q_net.embed([*states, *(c for s in sets for c in s)])
-            owner = owner_index(counts, emb.device)
-            state_emb, action_emb = emb[:n], emb[n:]
-            target_q = self.target_head(state_emb, action_emb, owner)
-            online_q = self.q_net.head(state_emb, action_emb, owner) if self.a.double else None
+            pairs = self.q_net.embed_pairs(states, sets)
+            target_q = self.target_head(*pairs)
+            online_q = self.q_net.head(*pairs) if self.a.double else None
         else:
-            target_q, _ = self.target_net.q_values(states, sets)
+            pairs = self.target_net.embed_pairs(states, sets)
+            target_q = self.target_net.head(*pairs)
             online_q = self.q_net.q_values(states, sets)[0] if self.a.double else None
-            owner = owner_index(counts, target_q.device)
+        owner = pairs[2]
         if online_q is None:
             return set_max(target_q, owner, n)
         best = set_argmax(online_q, owner, n)

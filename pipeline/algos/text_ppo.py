@@ -22,7 +22,7 @@ from pipeline.algos.text_progress import TextProgress
 from pipeline.backbones.text import apply_freeze, build_text_encoder
 from pipeline.config import Config
 from pipeline.envs import EnvSpec
-from pipeline.networks_text import DRRN, owner_index
+from pipeline.networks_text import DRRN
 from pipeline.tracking import RunTarget
 
 PAD_LOGIT = -1e9  # a padded command: probability 0, entropy term 0 (not -inf, whose 0 * -inf is NaN)
@@ -52,14 +52,12 @@ class TextActorCritic(DRRN):
 
     def logits_and_value(self, batch: TextBatch) -> tuple[torch.Tensor, torch.Tensor]:
         counts = [len(s) for s in batch.sets]
-        flat = [a for s in batch.sets for a in s]
-        emb = self.embed(list(batch.states) + flat)
-        n = len(batch.states)
-        scores = self.head(emb[:n], emb[n:], owner_index(counts, emb.device))
-        logits = scores.new_full((n, max(counts)), PAD_LOGIT)
-        column = torch.cat([torch.arange(c, device=emb.device) for c in counts])
-        logits[owner_index(counts, emb.device), column] = scores
-        return logits, self.critic(emb[:n]).squeeze(-1)
+        state_emb, action_emb, owner = self.embed_pairs(batch.states, batch.sets)
+        scores = self.head(state_emb, action_emb, owner)
+        logits = scores.new_full((len(counts), max(counts)), PAD_LOGIT)
+        column = torch.cat([torch.arange(c, device=scores.device) for c in counts])
+        logits[owner, column] = scores
+        return logits, self.critic(state_emb).squeeze(-1)
 
     def value(self, states: list[str]) -> torch.Tensor:
         return self.critic(self.embed(list(states))).squeeze(-1)
