@@ -10,6 +10,7 @@ model, optimiser, epoch counter, history, RNG states). Everything is loaded with
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -17,21 +18,69 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from pipeline.errors import ConfigError, one_line
+from pipeline.errors import ConfigError, DiskFull, one_line
+from pipeline.signals import GUARD
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def nbytes(obj: Any) -> int:
+    """The tensor and array bytes in a nested checkpoint (what its file needs, give or take the pickle)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if isinstance(obj, bytes | str):
+        return len(obj)
+    if isinstance(obj, dict):
+        return sum(nbytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(nbytes(v) for v in obj)
+    return 8
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    """torch.save to a temporary file beside `path`, flushed to disk, then renamed: a reader (or a resume
+    after a kill or a full disk) never sees half a file, and a failed write leaves no temporary behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        with GUARD.deferred():
+            os.replace(tmp, path)
+    except BaseException as ex:
+        tmp.unlink(missing_ok=True)
+        if _is_disk_full(ex):
+            raise DiskFull(path, needed=nbytes(obj)) from None
+        raise
+
+
+def _is_disk_full(ex: BaseException) -> bool:
+    """torch's writer reports a failed write as a RuntimeError; the OSError is in its chain or its text."""
+    current: BaseException | None = ex
+    while current is not None:
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(current, RuntimeError) and "file write failed" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through `atomic_save` (its own writes the file in place)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        atomic_save(checkpoint, Path(path))
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ while composing. Ranges and cross-group combinations are checked by `validate`, 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class BackboneConfig:
     layer_norm: bool = False
     stack: str = "channels"
     resize: bool = False
+    input_size: int | None = None
     freeze: str = "none"
     freeze_until: str | None = None
     bn: str = "auto"
@@ -308,7 +310,7 @@ TEXT_ENV_KINDS = ("text", "textworld")
 LIBRARIES = ("auto", "timm", "transformers")
 POOLINGS = ("auto", "mean", "cls", "last")
 REWARDS = ("env", "lm_similarity")
-FREEZE = ("none", "all", "partial")
+FREEZE = ("auto", "none", "all", "partial")
 BN_POLICIES = ("auto", "frozen", "adapt", "train")
 POOLS = ("avg", "conv")
 STACKS = ("channels", "shared")
@@ -325,15 +327,49 @@ def _check(ok: bool, key: str, value: Any, fix: str) -> None:
         raise ConfigError(f"{key}={value}: {fix}")
 
 
+def check_text(tree: Any, prefix: str = "") -> None:
+    """Every string of the config must be UTF-8 text: MLflow stores params, tags and names as UTF-8, and a
+    stray byte from the shell (a latin-1 terminal, `$'\\xff'`) would fail after the run was created."""
+    items = vars(tree).items() if hasattr(tree, "__dataclass_fields__") else enumerate(tree)
+    for key, value in items:
+        name = f"{prefix}{key}" if not isinstance(key, int) else f"{prefix.rstrip('.')}[{key}]"
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as ex:
+                raw = value.encode("utf-8", "surrogateescape")
+                bad = raw[ex.start : ex.start + 1]
+                raise ConfigError(
+                    f"{name}={raw!r}: not UTF-8 text (byte 0x{bad.hex()} at position {ex.start}); "
+                    "type it again in UTF-8 (check the terminal's locale, e.g. LANG=C.UTF-8)"
+                ) from None
+        elif hasattr(value, "__dataclass_fields__") or isinstance(value, list):
+            check_text(value, f"{name}.")
+
+
 def to_config(cfg: DictConfig) -> Config:
     """Resolve and validate a composed config; raises ConfigError on the first problem."""
     conf = OmegaConf.to_object(cfg)
     assert isinstance(conf, Config)
+    check_text(conf)
     resolve_obs_mode(conf)
+    resolve_freeze(conf)
+    resolve_threads(conf)
+    if "env.id" in command_line_keys() and "env.solved_return" not in command_line_keys():
+        conf.env.solved_return = None  # another env than the option's: its own reward_threshold, not the option's
     if conf.env.kind == "textworld" and not conf.env.textworld.cache_dir:  # generated games live with the outputs
         conf.env.textworld.cache_dir = str(Path(conf.paths.outputs) / "textworld")
     validate(conf)
     return conf
+
+
+def command_line_keys() -> list[str]:
+    """Keys set on the command line of this Hydra job (none outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task]
 
 
 def load_config(path: Path) -> Config:
@@ -364,6 +400,34 @@ def resolve_obs_mode(cfg: Config) -> None:
         e.obs_mode = "pixels" if cfg.backbone.is_timm else "state"
     else:
         e.obs_mode = "pixels" if cfg.backbone.takes_images else "state"
+
+
+def resolve_freeze(cfg: Config) -> None:
+    """`backbone.freeze=auto`: a timm model is fine-tuned on a GPU, and frozen with its features cached on
+    the CPU, where fine-tuning it runs at a few env steps per second (ResNet-18 on 2 cores: ~3/s, measured).
+    Everything else (our own small networks, a pretraining stage) trains: `none`."""
+    b = cfg.backbone
+    if b.freeze != "auto":
+        return
+    if not b.is_timm or cfg.stage.name == "pretrain":
+        b.freeze = "none"
+        return
+    accelerator = cfg.hardware.accelerator
+    if accelerator == "auto":
+        from pipeline.hardware import cuda_devices
+
+        accelerator = "gpu" if cuda_devices() else "cpu"
+    b.freeze = "none" if accelerator in ("gpu", "cuda") else "all"
+
+
+def resolve_threads(cfg: Config) -> None:
+    """`hardware.threads=0`: one per core (or OMP_NUM_THREADS) when a timm backbone's convolutions run, else 1:
+    small networks are fastest on one thread (measured), and DDP ranks each get their own process."""
+    h = cfg.hardware
+    if h.threads != 0:
+        return
+    cores = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    h.threads = max(1, cores // h.devices) if cfg.backbone.is_timm else 1
 
 
 def validate(cfg: Config) -> None:
@@ -402,6 +466,12 @@ def validate(cfg: Config) -> None:
         "a 1x1-conv projection needs a spatial map; set backbone.feature_layer=<stage> or backbone.pool=avg",
     )
     _check(b.pool_channels >= 1, "backbone.pool_channels", b.pool_channels, "must be >= 1")
+    _check(
+        b.input_size is None or b.input_size >= 16,
+        "backbone.input_size",
+        b.input_size,
+        "must be >= 16 pixels, or null (the model's pretrained input size)",
+    )
     _check(b.embed_dim >= 0, "backbone.embed_dim", b.embed_dim, "must be >= 0 (0 = no projection)")
     _check(b.lr_mult >= 0, "backbone.lr_mult", b.lr_mult, "must be >= 0 (0 = the backbone does not move)")
     _check(
@@ -444,13 +514,6 @@ def validate(cfg: Config) -> None:
         b.weights,
         "give either backbone.pretrained=true (hub) or backbone.weights=<file>, not both",
     )
-    _check(
-        not (b.freeze in ("all", "partial") and not b.has_weights),
-        "backbone.freeze",
-        b.freeze,
-        "freezing a randomly initialised backbone trains nothing useful; "
-        "set backbone.weights=<file> or backbone.pretrained=true, or backbone.freeze=none",
-    )
     if e.kind == "gym" and b.takes_images and e.obs_mode == "state":
         raise ConfigError(
             f"env.obs_mode=state: backbone={b.name} takes images; set env.obs_mode=pixels (or auto), "
@@ -469,7 +532,14 @@ def validate(cfg: Config) -> None:
     _check(h.devices >= 1, "hardware.devices", h.devices, "must be >= 1")
     _check(h.strategy in STRATEGIES, "hardware.strategy", h.strategy, f"use one of {', '.join(STRATEGIES)}")
     _check(h.precision in PRECISIONS, "hardware.precision", h.precision, f"use one of {', '.join(PRECISIONS)}")
-    _check(h.threads >= 0, "hardware.threads", h.threads, "must be >= 0 (0 = torch's default)")
+    _check(h.threads >= 0, "hardware.threads", h.threads, "must be >= 0 (0 = auto)")
+    _check(
+        h.strategy != "ddp",
+        "hardware.strategy",
+        h.strategy,
+        "Lightning's ddp re-runs this command once per device, so one job would log one MLflow run per device; "
+        "use hardware.strategy=ddp_spawn (hardware=ddp_cpu on CPUs, hardware=ddp on GPUs)",
+    )
     _check(
         not (h.devices > 1 and h.strategy == "auto"),
         "hardware.strategy",

@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from pipeline import checkpoints, resume
 from pipeline.backbones import Encoder, build_backbone
 from pipeline.config import Config, to_config
 from pipeline.envs import EnvSpec, make_vector_env, probe_env
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, Interrupted
 from pipeline.networks import neck
 from pipeline.tracking import RunTarget
 
@@ -176,13 +176,16 @@ def pretrain(
     With `resume=` the saved config, run dir and MLflow run are reused (pipeline/resume.py)."""
     from pipeline.sweep import sweep_tags
     from pipeline.tracking import Tracker, flatten, git_commit
-    from pipeline.train import _ensure_writable, _hydra_tags, _weights_file, default_run_dir
+    from pipeline.train import _ensure_writable, _hydra_tags, _weights_file, default_run_dir, env_label, write_config
 
     t_start = time.perf_counter()
     cfg = to_config(raw_cfg)
     resumption = resume.prepare(cfg, stage="pretrain") if cfg.resume else None
     if resumption is not None:
         cfg, run_dir = resumption.cfg, resumption.run_dir
+        from pipeline.hardware import check_machine
+
+        check_machine(cfg.hardware)  # the saved config's hardware, on this machine
     torch.manual_seed(cfg.seed)
     if cfg.hardware.threads > 0:
         torch.set_num_threads(cfg.hardware.threads)
@@ -198,31 +201,36 @@ def pretrain(
     if resumption is not None:
         model.load_state_dict(resumption.checkpoint["state_dict"])
     run_dir = Path(run_dir or default_run_dir(cfg))
-    run_name = cfg.logger.run_name or f"pretrain-{s.objective}-{cfg.backbone.name}-{cfg.env.name}-s{cfg.seed}"
+    run_name = cfg.logger.run_name or f"pretrain-{s.objective}-{cfg.backbone.name}-{env_label(cfg)}-s{cfg.seed}"
     tracker = None
     if cfg.logger.name == "mlflow":
         uri = resumption.record.tracking_uri if resumption and resumption.record.tracking_uri else None
         tracker = Tracker(uri or cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location)
     _ensure_writable(run_dir, cfg.paths.outputs)
     if resumption is None:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    target: RunTarget | None = None
-    if tracker is not None:
-        tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), "stage": "pretrain"}
-        tags |= _hydra_tags() | (extra_tags if extra_tags is not None else sweep_tags())
-        if resumption is not None and resumption.record.run_id:
-            tags["resumed_at_epoch"] = str(resumption.checkpoint["counters"]["epoch"])
-            target = tracker.resume(resumption.record.run_id, tags)
-        else:
-            target = tracker.start(run_name, flatten(dataclasses.asdict(cfg)), tags)
-            tracker.log_artifact(run_dir / "config.yaml")
-    checkpoints.RunRecord(target.run_id if target else None, tracker.tracking_uri if tracker else None).save(run_dir)
+        write_config(cfg, run_dir)
     saved = resumption.checkpoint if resumption is not None else None
 
     def body() -> PretrainResult:
+        target: RunTarget | None = None
+        if tracker is not None:
+            tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), "stage": "pretrain"}
+            tags |= _hydra_tags() | (extra_tags if extra_tags is not None else sweep_tags())
+            if resumption is not None and resumption.record.run_id:
+                tags["resumed_at_epoch"] = str(resumption.checkpoint["counters"]["epoch"])
+                target = tracker.resume(resumption.record.run_id, tags)
+            else:
+                target = tracker.start(run_name, flatten(dataclasses.asdict(cfg)), tags)
+                tracker.log_artifact(run_dir / "config.yaml")
+        record = checkpoints.RunRecord(target.run_id if target else None, tracker.tracking_uri if tracker else None)
+        record.save(run_dir)
         return _fit(cfg, spec, model, data, tracker, target, run_dir, t_start, saved)
 
-    return body() if tracker is None else tracker.run_to_end(body)
+    try:
+        return body() if tracker is None else tracker.run_to_end(body)
+    except Interrupted as ex:
+        ex.run_dir = run_dir  # type: ignore[attr-defined]  # named in the entry point's one line
+        raise
 
 
 def _transitions(cfg: Config, spec: EnvSpec, run_dir: Path, resuming: bool) -> dict[str, np.ndarray]:

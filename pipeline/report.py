@@ -524,6 +524,9 @@ def make_report(
     client = _client(tracking_uri)
     parent = _find_parent(client, sweep, tracking_uri)
     sweep_id = parent.info.run_id
+    from pipeline.tracking import reap_orphans
+
+    reap_orphans(client, [parent.info.experiment_id], by="the report")  # a job killed with -9 is not RUNNING
     children = [
         r
         for r in _search(client, [parent.info.experiment_id], f"tags.sweep_id = '{sweep_id}'")

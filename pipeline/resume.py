@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import checkpoints
-from pipeline.config import Config, load_config, validate
+from pipeline.config import Config, command_line_keys, load_config, validate
 from pipeline.errors import ConfigError
 from pipeline.tracking import absolute_tracking_uri, flatten
 
@@ -36,9 +36,7 @@ def _override_keys() -> list[str] | None:
     """Keys the user set on the command line, or None outside a Hydra app (then everything is compared)."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return None
-    return [override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task]
+    return command_line_keys() if HydraConfig.initialized() else None
 
 
 def _flat(cfg: Config) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+_heartbeat: Any = None  # the parent run's heartbeat (pipeline/tracking.py), while the sweep runs
 PARENT_ENV = "PIPELINE_SWEEP_PARENT"  # MLflow run id of the sweep's parent run
 STATUS_ENV = "PIPELINE_SWEEP_STATUS"  # folder where each job writes <job num>.json
 
@@ -84,7 +85,7 @@ class SweepCallback(Callback):
         os.environ[STATUS_ENV] = str(self.folder.resolve())
         if config.logger.name != "mlflow":
             return
-        from pipeline.tracking import Tracker, git_commit
+        from pipeline.tracking import Heartbeat, Tracker, git_commit, owner_tags
 
         args = " ".join(sys.argv[1:])
         tracker = Tracker(config.logger.tracking_uri, config.logger.experiment, config.logger.artifact_location)
@@ -92,9 +93,16 @@ class SweepCallback(Callback):
         run = tracker.client.create_run(
             tracker.experiment_id,
             run_name=f"sweep {stamp}",
-            tags={"sweep_parent": "true", "git_commit": git_commit(), "sweep_command": f"python -m pipeline {args}"},
+            tags={
+                "sweep_parent": "true",
+                "git_commit": git_commit(),
+                "sweep_command": f"python -m pipeline {args}",
+                **owner_tags(),  # a sweep killed with -9 is marked KILLED by the next start
+            },
         )
         self.parent = run.info.run_id
+        global _heartbeat  # not an attribute: launchers pickle this callback, and a thread does not pickle
+        _heartbeat = Heartbeat(tracker.tracking_uri, self.parent)
         tracker.client.set_tag(self.parent, "sweep_id", self.parent)
         os.environ[PARENT_ENV] = self.parent
         (self.folder / "sweep.json").write_text(json.dumps({"parent_run_id": self.parent, "command": args}))
@@ -102,6 +110,8 @@ class SweepCallback(Callback):
 
     # ------------------------------------------------------------------ end
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if _heartbeat is not None:
+            _heartbeat.stop()
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(STATUS_ENV, None)
         if self.folder is None:

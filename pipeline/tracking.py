@@ -7,14 +7,22 @@ spawned child) writes metrics through a `MetricWriter` that only needs the track
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.errors import ConfigError, one_line
+from pipeline.errors import ConfigError, Interrupted, RunFailure, disk_full_reason, one_line
+from pipeline.signals import GUARD
+from pipeline.startup import process_start_time
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -123,6 +131,92 @@ class MetricWriter:
         self._last_flush = time.monotonic()
 
 
+# Who owns a RUNNING run: MLflow has no heartbeat of its own, so a run whose process died without a word
+# (kill -9, out of memory, a lost machine) would stay RUNNING for good. `reap_orphans` ends such runs.
+OWNER_HOST = "pipeline.host"
+OWNER_PID = "pipeline.pid"
+OWNER_STARTED = "pipeline.pid_started"  # the process's start time: a reused pid is not the owner
+HEARTBEAT = "pipeline.heartbeat"  # epoch seconds, refreshed while the owner lives (for other hosts)
+HEARTBEAT_EVERY_S = 60.0
+STALE_AFTER_S = 15 * 60.0  # a run of another host whose heartbeat is older than this is lost
+
+
+def owner_tags() -> dict[str, str]:
+    started = process_start_time(os.getpid())
+    return {
+        OWNER_HOST: socket.gethostname(),
+        OWNER_PID: str(os.getpid()),
+        OWNER_STARTED: f"{started:.2f}" if started is not None else "",
+        HEARTBEAT: str(int(time.time())),
+    }
+
+
+def _owner_alive(pid: int, started: str) -> bool:
+    start = process_start_time(pid)
+    if start is None:
+        return False
+    return not started or start == 0.0 or abs(start - float(started)) < 2.0  # 0.0: alive, start unknown
+
+
+def reap_orphans(client: Any, experiment_ids: list[str], by: str) -> list[str]:
+    """Mark KILLED, with the reason, the RUNNING runs of this pipeline whose process is gone: on this
+    host its pid is dead (or reused), on another host its heartbeat is older than STALE_AFTER_S.
+    Runs without owner tags (other tools, older runs) are left alone. Returns the ids it ended."""
+    try:
+        runs = client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=1000)
+    except Exception as ex:  # reaping is housekeeping: never the reason a job fails
+        log.debug("reap_orphans: %s", one_line(ex))
+        return []
+    host, now, ended = socket.gethostname(), time.time(), []
+    for run in runs:
+        tags = run.data.tags
+        if OWNER_HOST not in tags or OWNER_PID not in tags:
+            continue
+        pid = int(tags[OWNER_PID])
+        if tags[OWNER_HOST] == host:
+            if _owner_alive(pid, tags.get(OWNER_STARTED, "")):
+                continue
+            why = f"its process (pid {pid} on {host}) ended without closing it (kill -9, out of memory, a crash)"
+        else:
+            beat = float(tags.get(HEARTBEAT) or 0)
+            if now - beat < STALE_AFTER_S:
+                continue
+            since = datetime.fromtimestamp(beat).isoformat(timespec="seconds")
+            why = f"no heartbeat from {tags[OWNER_HOST]} since {since} (its process or machine was lost)"
+        stamp = datetime.now().isoformat(timespec="seconds")
+        try:
+            client.set_tag(run.info.run_id, "error", f"{why}; marked KILLED by {by} at {stamp}")
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+        except Exception as ex:
+            log.debug("reap_orphans: %s", one_line(ex))
+    return ended
+
+
+class Heartbeat:
+    """Refreshes the run's HEARTBEAT tag from a daemon thread while the process lives."""
+
+    def __init__(self, tracking_uri: str, run_id: str, every_s: float = HEARTBEAT_EVERY_S):
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.run_id = run_id
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="mlflow-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.client.set_tag(self.run_id, HEARTBEAT, str(int(time.time())))
+            except Exception as ex:  # a busy store skips one beat; the next one retries
+                log.debug("heartbeat: %s", one_line(ex))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 class Tracker:
     """One MLflow run per job. Always ends the run: FINISHED, FAILED or KILLED with the error."""
 
@@ -134,8 +228,16 @@ class Tracker:
         check_server(self.tracking_uri)
         mlflow.set_tracking_uri(self.tracking_uri)
         self.client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
-        self.experiment_id = self._experiment(experiment, artifact_location)
+        try:
+            self.experiment_id = self._experiment(experiment, artifact_location)
+        except Exception as ex:
+            reason = disk_full_reason(ex)
+            if reason is None:
+                raise
+            raise RunFailure(f"cannot open the MLflow store {self.tracking_uri}: {reason}") from None
         self.run_id: str | None = None
+        self.heartbeat: Heartbeat | None = None
+        reap_orphans(self.client, [self.experiment_id], by="the next start")
 
     def _experiment(self, name: str, artifact_location: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -157,8 +259,13 @@ class Tracker:
             return found.experiment_id
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> RunTarget:
-        run = self.mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=dict(tags))
-        self.run_id = run.info.run_id
+        """Create the run (call it inside `run_to_end`, so a failure or a signal right after still ends it)."""
+        with GUARD.deferred():  # a signal cannot fall between creating the run and knowing its id
+            run = self.mlflow.start_run(
+                experiment_id=self.experiment_id, run_name=run_name, tags={**tags, **owner_tags()}
+            )
+            self.run_id = run.info.run_id
+        self.heartbeat = Heartbeat(self.tracking_uri, self.run_id)
         self.mlflow.log_params({k: ("null" if v is None else v) for k, v in params.items()})
         return RunTarget(self.tracking_uri, self.run_id)
 
@@ -173,8 +280,10 @@ class Tracker:
         logged_until = {
             key: max(m.step for m in self.client.get_metric_history(run_id, key)) for key in run.data.metrics
         }
-        self.mlflow.start_run(run_id=run_id, tags=dict(tags))
-        self.run_id = run_id
+        with GUARD.deferred():
+            self.mlflow.start_run(run_id=run_id, tags={**tags, **owner_tags()})
+            self.run_id = run_id
+        self.heartbeat = Heartbeat(self.tracking_uri, run_id)
         if "error" in run.data.tags:  # the interruption being recovered from
             self.client.delete_tag(run_id, "error")
         return RunTarget(self.tracking_uri, run_id, logged_until)
@@ -186,18 +295,45 @@ class Tracker:
         self.mlflow.log_artifact(str(path), artifact_path)
 
     def run_to_end(self, body: Callable[[], T]) -> T:
-        """Run `body` inside this run and end it whatever happens: FINISHED, KILLED on an interrupt,
-        FAILED with the error's one line on anything else."""
+        """Run `body` (which starts or resumes the run) and end the run whatever happens: FINISHED;
+        KILLED on a signal or an interrupt; FAILED with the error's one line on anything else. A full disk
+        becomes a `RunFailure` saying where; a run that cannot be ended (its store is full too) says so,
+        and the next start marks it KILLED."""
         try:
             result = body()
-        except (KeyboardInterrupt, SystemExit) as ex:
-            self.end("KILLED", error=f"interrupted: {one_line(ex) or type(ex).__name__}")
+        except (Interrupted, KeyboardInterrupt, SystemExit) as ex:
+            why = str(ex) if isinstance(ex, Interrupted) else f"interrupted: {one_line(ex) or type(ex).__name__}"
+            self._end_or_say("KILLED", why, ex)
             raise
         except BaseException as ex:
-            self.end("FAILED", error=one_line(ex))
+            reason = disk_full_reason(ex)
+            message = reason or one_line(ex)
+            self._end_or_say("FAILED", message, ex)
+            if reason is not None and not isinstance(ex, RunFailure):
+                raise RunFailure(message) from ex
             raise
-        self.end("FINISHED")
+        self._end_or_say("FINISHED", None, None)
         return result
+
+    def _end_or_say(self, status: str, error: str | None, cause: BaseException | None) -> None:
+        run_id = self.run_id
+        try:
+            tag_problem = self.end(status, error=error)
+            problem = None
+            if tag_problem is not None:
+                problem = f"the MLflow run {run_id} is {status} but its error tag could not be written ({tag_problem})"
+        except Exception as ex:
+            if run_id is None:
+                raise
+            why = disk_full_reason(ex) or one_line(ex)
+            problem = f"the MLflow run {run_id} could not be marked {status} ({why}); the next start marks it KILLED"
+        if problem is None:
+            return
+        message = f"{error}; and {problem}" if error else problem
+        if isinstance(cause, Interrupted) or cause is None:  # keep the signal's exit code; say it on the way out
+            log.error(message)
+            return
+        raise RunFailure(message) from cause
 
     def log_torch_model(
         self, model: Any, example: Any, name: str, extra_files: list[Path], registered_name: str | None = None
@@ -248,13 +384,24 @@ class Tracker:
         self.set_tags({f"{name}_uri": info.model_uri})
         return info.model_uri
 
-    def end(self, status: str, error: str | None = None) -> None:
+    def end(self, status: str, error: str | None = None) -> str | None:
+        """End the run with `status` (raises if the store refuses that). Returns None, or why the `error`
+        tag could not be written while the status could (a full SQLite store still updates a row in place)."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
         if self.run_id is None:
-            return
-        if error:
-            self.client.set_tag(self.run_id, "error", error[:5000])
-        self.mlflow.end_run(status=status)
-        self.run_id = None
+            return None
+        tag_problem = None
+        with GUARD.deferred():  # a second signal cannot leave the run half-ended
+            if error:
+                try:
+                    self.client.set_tag(self.run_id, "error", error[:5000])
+                except Exception as ex:
+                    tag_problem = disk_full_reason(ex) or one_line(ex)
+            self.run_id = None
+            self.mlflow.end_run(status=status)  # drops the process's active run first, then writes
+        return tag_problem
 
 
 def plot_learning_curve(target: RunTarget, path: Path, title: str) -> Path:

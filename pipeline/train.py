@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,9 +18,9 @@ from pipeline import checkpoints, resume
 from pipeline._quiet import silence_known_noise
 from pipeline.algos import build_module, check_env
 from pipeline.algos.base import EVAL_SEED_OFFSET, EnvLoop
-from pipeline.config import Config, to_config
+from pipeline.config import Config, command_line_keys, to_config
 from pipeline.envs import EnvSpec, probe_env
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DiskFull, Interrupted, disk_full_reason
 from pipeline.evaluate import Evaluator
 from pipeline.progress import EnvStepProgress
 from pipeline.sweep import sweep_tags
@@ -37,16 +38,17 @@ class RunResult:
     wall_s: float  # from the call to the end of the final evaluation
     model_uri: str | None
     run_dir: Path
+    tracking_uri: str | None = None  # the store the run is in (a resumed run's own, not the default)
 
 
 def _strategy(cfg: Config) -> object:
+    """DDP ranks are spawned (never `ddp`, which re-runs the command line once per device: config.py)."""
     h = cfg.hardware
-    if h.strategy in ("ddp", "ddp_spawn"):
+    if h.strategy == "ddp_spawn":
         from pytorch_lightning.strategies import DDPStrategy
 
         backend = "gloo" if h.accelerator == "cpu" else None
-        start = "spawn" if h.strategy == "ddp_spawn" else "popen"
-        return DDPStrategy(start_method=start, process_group_backend=backend)
+        return DDPStrategy(start_method="spawn", process_group_backend=backend)
     return "auto"
 
 
@@ -64,6 +66,13 @@ def _hydra_tags() -> dict[str, str]:
     if hc.job.get("num") is not None:
         tags["hydra.job_num"] = str(hc.job.num)
     return tags
+
+
+def env_label(cfg: Config) -> str:
+    """The env in a run's name: the option (`cartpole`), or the id when the command line changed it."""
+    if "env.id" in command_line_keys():
+        return cfg.env.id.replace("/", "_")
+    return cfg.env.name
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -126,19 +135,25 @@ def train(
     resumption = resume.prepare(cfg) if cfg.resume else None
     if resumption is not None:
         cfg, run_dir = resumption.cfg, resumption.run_dir
+        from pipeline.hardware import check_machine
+
+        check_machine(cfg.hardware)  # the saved config's hardware, on this machine
     if cfg.hardware.threads > 0:
         torch.set_num_threads(cfg.hardware.threads)
     if spec is None:
         spec = probe_env(cfg.env)
         check_env(cfg, spec)
+    cfg.env.solved_return = spec.solved_return  # null resolved to the env's own threshold: logged as used
     weights_file = _weights_file(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg, spec, weights_file)
+    if resumption is None:
+        announce_freeze(raw_cfg, cfg)  # once the backbone is built: a refused one needs no note
     if resumption is not None:
         module.load_state_dict(resumption.checkpoint["state_dict"])
         module.resume_from = resumption.checkpoint
     run_dir = Path(run_dir or default_run_dir(cfg))
-    run_name = cfg.logger.run_name or f"{cfg.algo.name}-{cfg.backbone.name}-{cfg.env.name}-s{cfg.seed}"
+    run_name = cfg.logger.run_name or f"{cfg.algo.name}-{cfg.backbone.name}-{env_label(cfg)}-s{cfg.seed}"
 
     tracker: Tracker | None = None
     if cfg.logger.name == "mlflow":
@@ -146,23 +161,65 @@ def train(
         tracker = Tracker(uri or cfg.logger.tracking_uri, cfg.logger.experiment, cfg.logger.artifact_location)
     _ensure_writable(run_dir, cfg.paths.outputs)
     if resumption is None:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        write_config(cfg, run_dir)
 
-    target: RunTarget | None = None
-    if tracker is not None:
-        tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), **_hydra_tags()}
-        tags |= extra_tags if extra_tags is not None else sweep_tags()
-        if resumption is not None and resumption.record.run_id:
-            done = resumption.checkpoint["counters"]["global_env_steps"]
-            tags["resumed_at_step"] = str(done)
-            target = tracker.resume(resumption.record.run_id, tags)
-        else:
-            target = tracker.start(run_name, flatten(dataclasses.asdict(cfg)), tags)
-            tracker.log_artifact(run_dir / "config.yaml")
-        module.run_target = target
-    checkpoints.RunRecord(target.run_id if target else None, tracker.tracking_uri if tracker else None).save(run_dir)
-    fit = lambda: _fit_and_log(cfg, module, tracker, target, run_dir, run_name, t_start)  # noqa: E731
-    return fit() if tracker is None else tracker.run_to_end(fit)
+    def body() -> RunResult:
+        target: RunTarget | None = None
+        if tracker is not None:
+            tags = {"git_commit": git_commit(), "run_dir": str(run_dir.resolve()), **_hydra_tags()}
+            tags |= extra_tags if extra_tags is not None else sweep_tags()
+            if resumption is not None and resumption.record.run_id:
+                done = resumption.checkpoint["counters"]["global_env_steps"]
+                tags["resumed_at_step"] = str(done)
+                target = tracker.resume(resumption.record.run_id, tags)
+            else:
+                target = tracker.start(run_name, flatten(dataclasses.asdict(cfg)), tags)
+                tracker.log_artifact(run_dir / "config.yaml")
+            module.run_target = target
+        record = checkpoints.RunRecord(target.run_id if target else None, tracker.tracking_uri if tracker else None)
+        record.save(run_dir)
+        return _fit_and_log(cfg, module, tracker, target, run_dir, run_name, t_start)
+
+    try:
+        return body() if tracker is None else tracker.run_to_end(body)
+    except Interrupted as ex:
+        ex.run_dir = run_dir  # type: ignore[attr-defined]  # named in the entry point's one line
+        raise
+
+
+def announce_freeze(raw_cfg: DictConfig, cfg: Config) -> None:
+    """One line when the backbone is frozen without the user asking (`freeze=auto` on a CPU), or frozen on
+    random weights: what it means and the override that changes it."""
+    b = cfg.backbone
+    if b.freeze not in ("all", "partial") or b.is_text:
+        return
+    random = "" if b.has_weights else " on random weights (a random-features baseline)"
+    pretrained = ""
+    if not b.has_weights:
+        pretrained = "; backbone.pretrained=true (hub) or backbone.weights=<file> loads pretrained ones"
+    if OmegaConf.select(raw_cfg, "backbone.freeze") == "auto":
+        message = (
+            f"no GPU in use: backbone={b.name} is frozen{random} and its features cached (backbone.freeze=auto); "
+            f"backbone.freeze=none fine-tunes it, hours on a CPU{pretrained}"
+        )
+    elif not b.has_weights:
+        message = f"backbone.freeze={b.freeze}: the backbone stays{random}{pretrained}"
+    else:
+        return
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def write_config(cfg: Config, run_dir: Path) -> None:
+    """The resolved config, the file `resume=` reads back; a full disk here is one line, before any run."""
+    path = run_dir / "config.yaml"
+    try:
+        path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    except OSError as ex:
+        path.unlink(missing_ok=True)
+        reason = disk_full_reason(ex)
+        if reason is None:
+            raise
+        raise DiskFull(path) from None
 
 
 def _fit_and_log(
@@ -192,6 +249,7 @@ def _fit_and_log(
         use_distributed_sampler=False,
         default_root_dir=str(run_dir),
         callbacks=callbacks,
+        plugins=[checkpoints.AtomicCheckpointIO()],
     )
     t_fit = time.perf_counter()
     trainer.fit(module)
@@ -249,4 +307,5 @@ def _fit_and_log(
         wall_s=wall_s,
         model_uri=model_uri,
         run_dir=run_dir,
+        tracking_uri=tracker.tracking_uri if tracker is not None else None,
     )

@@ -22,6 +22,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per cor
     import torch
 
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # and hardware.threads=0 (auto) resolves to one
 
 # Small budgets that still exercise every stage of a run (collect, learn, sync, evaluate, log).
 TINY = [
@@ -48,16 +49,23 @@ def outputs(tmp_path: Path) -> Path:
     return out
 
 
-def run_cli(args: list[str], outputs: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`python -m pipeline ARGS` with every output under `outputs`, offline, one thread."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
+def run_cli(
+    args: list[str],
+    outputs: Path,
+    timeout: float = 300,
+    entry: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline ARGS` with every output under `outputs`, offline, one thread. `entry` replaces
+    `-m pipeline` (a script that wraps the entry point, e.g. tests/helpers/signal_at.py); `env` adds variables."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
     if not any(a.startswith("paths.outputs=") for a in args):
         args = [*args, f"paths.outputs={outputs}"]
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
+        [sys.executable, *(entry or ["-m", "pipeline"]), *args],
         cwd=outputs.parent,
-        env=env,
+        env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -210,7 +210,8 @@ def test_batchnorm_policies_while_fine_tuning(
 ) -> None:
     weights = tmp_path / "r18.safetensors"
     saved = _save_random("resnet18", weights)
-    trained = _train(["backbone=resnet18", f"backbone.weights={weights}", f"backbone.bn={policy}", *PIXEL_ENV], outputs)
+    fine_tune = ["backbone=resnet18", "backbone.freeze=none", f"backbone.weights={weights}"]  # not auto's CPU freeze
+    trained = _train([*fine_tune, f"backbone.bn={policy}", *PIXEL_ENV], outputs)
     body = {k.removeprefix("encoder.body.model."): v for k, v in trained.items() if k.startswith("encoder.body.model.")}
     assert not torch.equal(body["layer1.0.conv1.weight"], saved["layer1.0.conv1.weight"])  # it fine-tuned
     stats_changed = not torch.equal(body["bn1.running_mean"], saved["bn1.running_mean"])
@@ -242,11 +243,12 @@ def test_partial_freeze_keeps_the_stages_up_to_the_named_one(outputs: Path, tmp_
 def test_learning_rates_per_group(outputs: Path, tmp_path: Path) -> None:
     weights = tmp_path / "r18.safetensors"
     _save_random("resnet18", weights)
-    cfg = _cfg(["backbone=resnet18", f"backbone.weights={weights}", "backbone.lr_mult=0.1", *PIXEL_ENV], outputs)
+    fine_tune = ["backbone=resnet18", "backbone.freeze=none", f"backbone.weights={weights}"]
+    cfg = _cfg([*fine_tune, "backbone.lr_mult=0.1", *PIXEL_ENV], outputs)
     net = build_q_network(cfg.backbone, probe_env(cfg.env))
     groups = {g["name"]: g["lr"] for g in param_groups(net, cfg.backbone, 1e-3)}
     assert groups == {"head": 1e-3, "backbone": pytest.approx(1e-4)}
-    cfg = _cfg(["backbone=resnet18", "backbone.layer_decay=0.5", *PIXEL_ENV], outputs)
+    cfg = _cfg(["backbone=resnet18", "backbone.freeze=none", "backbone.layer_decay=0.5", *PIXEL_ENV], outputs)
     net = build_q_network(cfg.backbone, probe_env(cfg.env))
     lrs = [g["lr"] for g in param_groups(net, cfg.backbone, 1e-3) if g["name"] != "head"]
     assert max(lrs) == pytest.approx(1e-3) and min(lrs) <= 1e-3 * 0.5**8  # the top block at full lr, the stem slowest

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -95,17 +92,8 @@ def _final_state(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_killed_pretraining_resumes_at_the_next_epoch_bit_identically(outputs: Path) -> None:
     run_dir = outputs / "killed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "KILL_AT_EPOCH": "2"}
-    args = [*DIGITS, f"hydra.run.dir={run_dir}", f"paths.outputs={outputs}"]
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AT_CHECKPOINT, *args],
-        cwd=outputs.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    args = [*DIGITS, f"hydra.run.dir={run_dir}"]
+    killed = run_cli(args, outputs, entry=["-c", KILL_AT_CHECKPOINT], env={"KILL_AT_EPOCH": "2"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert checkpoints.load(run_dir / "checkpoints" / "last.ckpt")["counters"]["epoch"] == 1
     client = MlflowClient(tracking_uri=f"sqlite:///{outputs}/mlflow.db")

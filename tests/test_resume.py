@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.algos.base import linear_schedule
 from pipeline.algos.dqn import DQN
 from pipeline.errors import RunFailure
+from pipeline.tracking import Tracker
 from pipeline.train import train
 from tests.conftest import TINY, compose_cfg, run_cli
 
@@ -57,13 +58,20 @@ def test_kill_9_then_resume_finishes_the_same_run(outputs: Path) -> None:
     assert run.info.status == "RUNNING"  # nobody could end it: kill -9
     logged_before = max(m.step for m in client.get_metric_history(run.info.run_id, "train/epsilon"))
     assert logged_before >= killed_at  # metrics went past the checkpoint: resuming replays those steps
+    Tracker(f"sqlite:///{outputs}/mlflow.db", "pipeline", str(outputs / "mlartifacts"))  # the next start...
+    client, (run,) = _runs(outputs)
+    assert run.info.status == "KILLED"  # ...sees its process is gone, and says so
+    assert (
+        f"its process (pid {proc.pid} on" in run.data.tags["error"]
+        and "marked KILLED by the next start" in (run.data.tags["error"])
+    )
 
     resumed = run_cli([f"resume={run_dir}"], outputs)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     client, runs = _runs(outputs)
     assert len(runs) == 1, "a resume continues the same MLflow run"
     run = runs[0]
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
     assert run.data.tags["resumed_at_step"] == str(killed_at)
     assert run.data.tags["resume_buffer_restored"] == "true"
     assert int(run.data.tags["resume_buffer_size"]) == killed_at  # one env: one transition per step

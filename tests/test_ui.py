@@ -28,8 +28,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageStat
 
-from tests.browser import ensure_chromium, render
 from tests.conftest import ROOT, TINY, run_cli
+from tests.helpers.browser import ensure_chromium, render
 
 README_IMAGE = ROOT / "docs" / "img" / "mlflow-compare-runs.png"
 

@@ -35,7 +35,7 @@ from pipeline.checkpoints import CHECKPOINT_DIR, LAST, atomic_save
 from pipeline.checkpoints import load as load_checkpoint
 from pipeline.config import Config
 from pipeline.envs import EnvSpec, make_vector_env
-from pipeline.errors import ConfigError, RunFailure
+from pipeline.errors import ConfigError, DiskFull, RunFailure
 from pipeline.evaluate import Evaluator
 from pipeline.startup import startup_s
 from pipeline.tracking import MetricWriter, RunTarget
@@ -92,6 +92,7 @@ class EnvLoop(pl.LightningModule):
         self.progress: dict[str, float] = {}
         self.resume_from: dict[str, Any] | None = None  # set by train(): a loaded checkpoint to continue
         self.checkpoint_path: Path | None = None  # the last good checkpoint, named in failure messages
+        self._checkpointed_step = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.distill = None  # a Distiller: loaded (and checked against the env) before any training
         if cfg.distill.name != "none":
@@ -298,6 +299,7 @@ class EnvLoop(pl.LightningModule):
         loop = self.loop
         loop.vec_steps, loop.updates, loop.episodes = saved["vec_steps"], saved["updates"], saved["episodes"]
         loop.resumes = saved["resumes"] + 1
+        self.checkpoint_path, self._checkpointed_step = self._checkpoint_dir() / LAST, int(saved["global_env_steps"])
         self.last_eval_step, self.last_eval_return = saved["last_eval_step"], saved["last_eval_return"]
         self.rng.bit_generator.state = json.loads(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -309,13 +311,22 @@ class EnvLoop(pl.LightningModule):
         return Path(self.trainer.default_root_dir) / CHECKPOINT_DIR
 
     def _save_checkpoint(self) -> None:
-        """Write to a temporary file, then rename: a kill mid-write leaves the previous checkpoint intact."""
+        """Every rank calls it; rank 0 writes through `AtomicCheckpointIO` (a temporary file, then a
+        rename), so a kill or a full disk mid-write leaves the previous checkpoint intact."""
         final = self._checkpoint_dir() / LAST
-        tmp = final.with_name(f".{LAST}.tmp")
-        self.trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes, then all meet at a barrier
-        if self.trainer.is_global_zero:
-            os.replace(tmp, final)
+        try:
+            self.trainer.save_checkpoint(final)
+        except DiskFull as ex:
+            run_dir = self._checkpoint_dir().parent
+            then = (
+                f"the previous checkpoint (step {self._checkpointed_step}) is intact: free some space, then "
+                f"python -m pipeline resume={run_dir}"
+                if self.checkpoint_path is not None
+                else "no checkpoint was written before it: free some space and start again"
+            )
+            raise DiskFull(ex.path, ex.needed, what=f"at step {self.global_env_steps} writing", then=then) from None
         self.checkpoint_path = final
+        self._checkpointed_step = self.global_env_steps
 
     # ----------------------------------------------------------------- end of a chunk
     def check_finite(self, total: torch.Tensor, what: str, fix: str) -> None:

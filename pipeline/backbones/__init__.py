@@ -8,6 +8,7 @@ here and kept by `Encoder.train`, so "frozen" stays frozen whatever calls `.trai
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from torch import nn
 from pipeline.backbones.own import MLP, NatureCNN, SmallCNN
 from pipeline.config import OWN_BACKBONES, BackboneConfig
 from pipeline.envs import EnvSpec
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, one_line
+
+log = logging.getLogger(__name__)
 
 __all__ = ["OWN_BACKBONES", "Encoder", "build_backbone"]
 
@@ -173,13 +176,57 @@ def build_backbone(cfg: BackboneConfig, spec: EnvSpec, weights_file: str | None 
     else:
         if not spec.is_image:
             raise ConfigError(f"backbone={cfg.name}: timm models take images; this env gives {spec.obs_shape}")
-        from pipeline.backbones import timm as timm_backbone
-
-        per_frame = spec.frame_stack if (cfg.stack == "shared" and spec.frame_stack > 1) else 0
-        in_chans = 3 if per_frame else spec.obs_shape[0]
-        body, data_cfg = timm_backbone.create(cfg, in_chans, weights_file)
-        mean, std = _image_stats(data_cfg, in_chans)
-        resize = tuple(data_cfg["input_size"][-2:]) if cfg.resize else None
-        encoder = Encoder(body, spec, mean, std, per_frame=per_frame, resize=resize, pool=cfg.pool == "avg")
+        encoder = _timm_encoder(cfg, spec, weights_file)
     _apply_policy(encoder, cfg)
     return encoder
+
+
+def _timm_encoder(cfg: BackboneConfig, spec: EnvSpec, weights_file: str | None) -> Encoder:
+    """A timm model on these frames. Some families take only sizes their strides or windows divide, only
+    their own input size (fixed position embeddings), or only RGB: where the frames as configured fail,
+    the model is rebuilt with frames resized on the device to the next multiple of 32, then to its own
+    input size, then with each stacked frame encoded as RGB; `cfg` records what was used (the run logs it).
+    `backbone.resize=true` resizes to `backbone.input_size`, or to the model's pretrained size when null."""
+    from pipeline.backbones import timm as timm_backbone
+
+    stacked = spec.frame_stack > 1
+    frame = max(spec.obs_shape[1:])
+    # (resize, input_size) to try: as configured, then the next multiple of 32, then the model's own size
+    sizes = [(cfg.resize, cfg.input_size)]
+    if not cfg.resize:
+        sizes += [(True, -(-frame // 32) * 32)] if frame % 32 else []
+        sizes += [(True, None)]
+    stacks = [cfg.stack] + (["shared"] if stacked and cfg.stack == "channels" else [])
+    first_error: Exception | None = None
+    for stack in stacks:
+        for resize, input_size in sizes:
+            per_frame = spec.frame_stack if (stack == "shared" and stacked) else 0
+            in_chans = 3 if per_frame else spec.obs_shape[0]
+            body, data_cfg = timm_backbone.create(cfg, in_chans, weights_file)
+            mean, std = _image_stats(data_cfg, in_chans)
+            size = None if not resize else (input_size, input_size) if input_size else data_cfg["input_size"][-2:]
+            try:
+                shape = tuple(size) if size else None
+                encoder = Encoder(body, spec, mean, std, per_frame=per_frame, resize=shape, pool=cfg.pool == "avg")
+            except Exception as ex:  # the probe forward at the frame size: try the next way to feed it
+                first_error = first_error or ex
+                continue
+            if (stack, resize, input_size) != (cfg.stack, cfg.resize, cfg.input_size):
+                used = f"backbone.stack={stack}"
+                if size:
+                    used += f" backbone.resize=true backbone.input_size={input_size or 'null'} ({size[0]}x{size[1]})"
+                why = one_line(first_error)[:120] if first_error else ""
+                log.warning(
+                    "backbone.name=%s cannot take %s frames as configured (%s); using %s",
+                    cfg.name,
+                    "x".join(map(str, spec.obs_shape)),
+                    why,
+                    used,
+                )
+                cfg.stack, cfg.resize, cfg.input_size = stack, resize, input_size
+            return encoder
+    assert first_error is not None
+    raise ConfigError(
+        f"backbone.name={cfg.name}: timm builds it, but it cannot encode {'x'.join(map(str, spec.obs_shape))} "
+        f"frames, resized or not ({one_line(first_error)[:200]}); pick another model"
+    )

@@ -44,14 +44,20 @@ def create(cfg: BackboneConfig, in_chans: int, weights_file: str | None) -> tupl
     if not timm.is_model(cfg.name):
         raise _no_such_model(cfg.name)
     kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
+    optional: dict = {}
     if timm.get_pretrained_cfg(cfg.name) is not None and timm.get_pretrained_cfg(cfg.name).fixed_input_size:
         # ViT-style models: position embeddings follow the frame size; frames not divisible by the
-        # patch size are padded.
-        kwargs.update(dynamic_img_size=True, dynamic_img_pad=True)
+        # patch size are padded. Only some families take these keywords: the others are built without.
+        optional = {"dynamic_img_size": True, "dynamic_img_pad": True}
     if cfg.pretrained:
         check_hub(cfg.name)
     try:
-        model = timm.create_model(cfg.name, pretrained=cfg.pretrained, **kwargs)
+        try:
+            model = timm.create_model(cfg.name, pretrained=cfg.pretrained, **kwargs, **optional)
+        except TypeError as ex:
+            if not optional or not any(f"'{k}'" in str(ex) for k in optional):
+                raise
+            model = timm.create_model(cfg.name, pretrained=cfg.pretrained, **kwargs)
     except Exception as ex:
         if cfg.pretrained:
             raise ConfigError(

@@ -90,6 +90,43 @@ def resolve(weights: str, tracking_uri: str, cache_dir: Path) -> Path:
     return found[0]
 
 
+EXPECTED = (
+    "expected a safetensors file, a torch state dict (.pt/.pth written by torch.save) or an MLflow URI "
+    "(runs:/<id>/weights/backbone.safetensors, models:/<name>/<version>)"
+)
+
+
+def describe_file(path: Path) -> str:
+    """What a file looks like from its size and first bytes, for an error message."""
+    from pipeline.errors import human_bytes
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as ex:
+        return f"unreadable ({ex.strerror or ex})"
+    if not head:
+        return "an empty file"
+    kinds = (
+        (b"PK\x03\x04", "a zip archive"),
+        (b"\x1f\x8b", "gzip-compressed data"),
+        (b"\x89HDF", "an HDF5 file (Keras weights?)"),
+        (b"\x80", "a Python pickle, not a torch file"),
+        (b"<", "HTML or XML (a saved web page?)"),
+    )
+    kind = next((k for magic, k in kinds if head.startswith(magic)), None)
+    if kind is None and len(head) >= 9 and head[8:9] == b"{":
+        kind = "a safetensors header"
+    if kind is None:
+        try:
+            text = head.decode("utf-8")
+            kind = f"text starting {text[:32]!r}" if text.isprintable() or text.strip() else None
+        except UnicodeDecodeError:
+            kind = None
+    return f"{human_bytes(size)} of {kind or 'binary data starting 0x' + head[:8].hex()}"
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a weights file; unwraps {'state_dict': ...} / {'model': ...} and DDP's 'module.' prefix."""
     try:
@@ -99,13 +136,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state: object = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as ex:
-        raise ConfigError(f"backbone.weights={path}: not a readable weights file ({one_line(ex)})") from None
+    except Exception:
+        raise ConfigError(
+            f"backbone.weights={path}: not a weights file this pipeline reads; {EXPECTED}; "
+            f"this file is {describe_file(path)}"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"backbone.weights={path}: expected a dict of tensors (a state dict)")
+        held = f"a {type(state).__name__}"
+        if isinstance(state, dict):
+            odd = next(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+            held = f"a dict whose {odd!r} is a {type(state[odd]).__name__}"
+        raise ConfigError(f"backbone.weights={path}: expected a dict of tensors (a state dict), this file holds {held}")
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
