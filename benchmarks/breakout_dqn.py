@@ -57,7 +57,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -65,10 +64,11 @@ import time
 from datetime import date
 
 import gymnasium as gym
-from cartpole_dqn import ROOT, _med, _write_section
+from common import compose, machine, median, one_thread, versions, write_section
 
 from pipeline.envs.atari import FireOnStart
 
+VERSIONED = ("torch", "stable-baselines3", "timm", "ale-py", "gymnasium")  # named under the table
 MARKER = "## Breakout DQN"
 SETTINGS = {
     "buffer_size": 100_000,  # allocated lazily by both (np.zeros / torch.empty): only the filled part is touched
@@ -150,12 +150,6 @@ def sb3_schedule(num_envs: int) -> tuple[int, int]:
     every = SETTINGS["train_freq"]
     period = math.lcm(every, num_envs)  # env steps
     return period // num_envs, period // every * SETTINGS["gradient_steps"]
-
-
-def _threads() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 class ForwardTimer:
@@ -240,7 +234,7 @@ def _sb3_replay_bytes(buffer) -> tuple[float, str]:
 
 
 def run_sb3(kind: str, seed: int, measured: int, num_envs: int) -> dict:
-    _threads()
+    one_thread()
     import torch
     from stable_baselines3 import DQN
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -361,29 +355,19 @@ def _random_resnet18_weights() -> str:
     return path
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from pipeline.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
 class _WindowDone(Exception):
-    """Raised from the last training_step: the measured window is complete, skip the rest of train()."""
+    """Raised from the last training_step: the measured window is complete, skip the rest of run_job()."""
 
 
 def run_ours(kind: str, seed: int, measured: int, num_envs: int, env_name: str) -> dict:
-    _threads()
+    one_thread()
     import functools
     import tempfile
 
     from omegaconf import OmegaConf
 
     from pipeline.algos import dqn
-    from pipeline.train import train
+    from pipeline.run.job import run_job
 
     s = SETTINGS
     total = s["learning_starts"] + measured
@@ -459,17 +443,17 @@ def run_ours(kind: str, seed: int, measured: int, num_envs: int, env_name: str) 
     dqn.DQN.training_step = timed_step
     dqn.DQN._learn = timed_learn
     tmp = tempfile.mkdtemp()
-    cfg = _compose([*overrides, f"seed={seed}", "logger=none", "progress=false", f"paths.outputs={tmp}"])
+    cfg = compose([*overrides, f"seed={seed}", "logger=none", "progress=false", f"paths.outputs={tmp}"])
     t0 = time.perf_counter()
     with contextlib.suppress(_WindowDone):
-        train(cfg)
+        run_job(cfg)
     start = next((m for m in marks if m[0] >= s["learning_starts"]), None)
     if start is None or not info:
         raise RuntimeError(f"{kind}: the run ended before its measured window (marks {marks[-3:]})")
     end = marks[-1]
     return {
         "env_steps": end[0],
-        "train_s": end[1] - t0,  # from the call to train(): includes building, the env probe and warm-up
+        "train_s": end[1] - t0,  # from the call to run_job(): includes building, the env probe and warm-up
         "window_steps": end[0] - start[0],
         "window_s": end[1] - start[1],
         "window_updates": end[2] - start[2],
@@ -487,10 +471,10 @@ def check_envs(steps: int = 3000, seed: int = 0) -> dict:
     observation, reward and episode end match? Also counts the FIRE presses ours made after lost lives."""
     import numpy as np
 
-    from pipeline.config import to_config
+    from pipeline.config.load import to_config
     from pipeline.envs import make_env
 
-    ours = make_env(to_config(_compose(["env=breakout", "logger=none"])).env)
+    ours = make_env(to_config(compose(["env=breakout", "logger=none"])).env)
     sb3 = _sb3_env(monitor=True)
     rng = np.random.default_rng(seed)
     a_obs, _ = ours.reset(seed=seed)
@@ -565,22 +549,6 @@ def _measure(kind: str, num_envs: int, seed: int, measured: int, env_name: str) 
     return {**result, **base}
 
 
-def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model} ({platform.machine()}), {os.cpu_count()} cores"
-
-
-def _versions() -> str:
-    from importlib.metadata import version
-
-    return ", ".join(f"{p} {version(p)}" for p in ("torch", "stable-baselines3", "timm", "ale-py", "gymnasium"))
-
-
 def _fmt_bytes(value: float | None) -> str:
     return "not measured" if value is None else f"{value:,.0f}"
 
@@ -592,20 +560,20 @@ def _ms_per_forward(rows: list[dict]) -> dict[int, tuple[float, int]]:
         for b, (calls, secs) in r.get("forwards", {}).items():
             if calls:
                 by.setdefault(int(b), []).append((1000 * secs / calls, int(calls)))
-    return {b: (_med([ms for ms, _ in v]), v[0][1]) for b, v in sorted(by.items())}
+    return {b: (median([ms for ms, _ in v]), v[0][1]) for b, v in sorted(by.items())}
 
 
 def _split(rows: list[dict]) -> tuple[float, float]:
     """(ms per gradient update, ms per env step outside the gradient updates): medians over the runs."""
-    per_update = _med([1000 * r["window_update_s"] / max(r["window_updates"], 1) for r in rows])
-    other = _med([1000 * (r["window_s"] - r["window_update_s"]) / r["window_steps"] for r in rows])
+    per_update = median([1000 * r["window_update_s"] / max(r["window_updates"], 1) for r in rows])
+    other = median([1000 * (r["window_s"] - r["window_update_s"]) / r["window_steps"] for r in rows])
     return per_update, other
 
 
 def _table(results: list[dict], n: int, kinds: list[str]) -> tuple[list[str], dict[str, float]]:
     ok = [r for r in results if "error" not in r and r["num_envs"] == n]
     by = {k: [r for r in ok if r["kind"] == k] for k in kinds}
-    sps = {k: _med([r["steps_per_s"] for r in by[k]]) for k in kinds if by[k]}
+    sps = {k: median([r["steps_per_s"] for r in by[k]]) for k in kinds if by[k]}
     lines = [
         "| kind | what | env-steps/s (median, min–max) | measured env steps | gradient updates in them | "
         "ms per gradient update | ms per env step besides updates | replay bytes / transition |",
@@ -621,7 +589,7 @@ def _table(results: list[dict], n: int, kinds: list[str]) -> tuple[list[str], di
         v = [r["steps_per_s"] for r in rows]
         per_update, other = _split(rows)
         lines.append(
-            f"| {k} | {DESCRIBE[k]} | {_med(v):.1f} ({min(v):.1f}–{max(v):.1f}) | {rows[0]['window_steps']} | "
+            f"| {k} | {DESCRIBE[k]} | {median(v):.1f} ({min(v):.1f}–{max(v):.1f}) | {rows[0]['window_steps']} | "
             f"{rows[0]['window_updates']} | {per_update:.1f} | {other:.2f} | "
             f"{_fmt_bytes(rows[0].get('replay_bytes'))} |"
         )
@@ -649,15 +617,15 @@ def _bound_paragraph(results: list[dict], plan: dict[int, list[str]]) -> list[st
         if not ours or not sb3:
             continue
         ours_ms, sb3_ms = _ms_per_forward(ours), _ms_per_forward(sb3)
-        ours_step = _med([1000 * r["window_s"] / r["window_steps"] for r in ours])
-        sb3_step = _med([1000 * r["window_s"] / r["window_steps"] for r in sb3])
+        ours_step = median([1000 * r["window_s"] / r["window_steps"] for r in ours])
+        sb3_step = median([1000 * r["window_s"] / r["window_steps"] for r in sb3])
         act = ours_ms.get(n, (float("nan"), 0))[0]
         ours_fwd_share = act / n  # ms of backbone per env step
         sb3_fwd = sum(ms * calls for ms, calls in sb3_ms.values()) / sb3[0]["window_steps"]
         upd = sb3_ms.get(SETTINGS["batch_size"], (float("nan"), 0))[0]
         sb3_act = sb3_ms.get(n, (float("nan"), 0))[0]
         rest = ours_step - ours_fwd_share
-        measured = _med([r["steps_per_s"] for r in ours]) / _med([r["steps_per_s"] for r in sb3])  # as the table
+        measured = median([r["steps_per_s"] for r in ours]) / median([r["steps_per_s"] for r in sb3])  # as the table
         lines.append(
             f"- {n} env{'s' if n > 1 else ''}: ours spends {ours_step:.2f} ms per env step, of which the "
             f"ResNet-18 forward is {ours_fwd_share:.2f} ms ({act:.1f} ms per forward of {n} obs; "
@@ -697,7 +665,7 @@ def _nature_paragraph(results: list[dict], plan: dict[int, list[str]]) -> list[s
             continue
         (o_upd, o_other), (s_upd, s_other) = _split(ours), _split(sb3)
         s_step = s_upd / every + s_other
-        measured = _med([r["steps_per_s"] for r in ours]) / _med([r["steps_per_s"] for r in sb3])  # as the table
+        measured = median([r["steps_per_s"] for r in ours]) / median([r["steps_per_s"] for r in sb3])  # as the table
         lines.append(
             f"- {n} env{'s' if n > 1 else ''}: per env step SB3 spends {s_upd / every:.2f} ms in gradient updates "
             f"({s_upd:.1f} ms each, 1 per {every} env steps) and {s_other:.2f} ms on everything else (acting, "
@@ -725,11 +693,11 @@ def _report(results: list[dict], plan: dict[int, list[str]], repeats: int, comma
     lines = [
         f"{MARKER}: pipeline vs Stable-Baselines3 on Atari frames",
         "",
-        f"Measured {date.today().isoformat()} on {_machine()}, one torch thread per process, {repeats} rounds, "
+        f"Measured {date.today().isoformat()} on {machine()}, one torch thread per process, {repeats} rounds, "
         "runs alternating round by round (fresh process each); the whole run took "
         f"{extra['total_s'] / 60:.1f} min.",
         f"Command: `{command}`",
-        f"Versions: {_versions()}.",
+        f"Versions: {versions(('torch', 'stable-baselines3', 'timm', 'ale-py', 'gymnasium'))}.",
         "",
         "ALE/Breakout-v5 (sticky actions 0.25, 27,000 agent steps per episode at most), gymnasium",
         "AtariPreprocessing (no-op starts 30, frame skip 4, 84x84 grayscale), FIRE pressed at reset and after",
@@ -927,7 +895,7 @@ def main() -> None:
     elif failed:
         print(f"{len(failed)} run(s) failed: docs/benchmarks.md left alone")
     else:
-        _write_section(report, ROOT / "docs" / "benchmarks.md", marker=MARKER)
+        write_section(report, MARKER)
     if failed:
         sys.exit(1)
 

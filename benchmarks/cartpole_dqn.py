@@ -18,14 +18,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import time
 from datetime import date
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import compose, median, one_thread, run_isolated, write_section
+
 ZOO = {
     "lr": 2.3e-3,
     "batch_size": 64,
@@ -44,12 +42,6 @@ KINDS = ("sb3_zoo", "ours_zoo", "bare_zoo", "ours_default")
 EVAL_EPISODES = 10
 
 
-def _threads() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def _eval_sb3(model, seed: int) -> float:
     import gymnasium as gym
     import numpy as np
@@ -66,7 +58,7 @@ def _eval_sb3(model, seed: int) -> float:
 
 
 def run_sb3(seed: int) -> dict:
-    _threads()
+    one_thread()
     from stable_baselines3 import DQN
 
     model = DQN(
@@ -93,22 +85,14 @@ def run_sb3(seed: int) -> dict:
 
 
 def _ours(seed: int, overrides: list[str]) -> dict:
-    _threads()
+    one_thread()
     import tempfile
 
-    from hydra import compose, initialize_config_dir
+    from pipeline.run.job import run_job
 
-    from pipeline.config import register_configs
-    from pipeline.train import train
-
-    register_configs()
     tmp = tempfile.mkdtemp()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[*overrides, f"seed={seed}", "logger=none", "progress=false", f"paths.outputs={tmp}"],
-        )
-    result = train(cfg)
+    cfg = compose([*overrides, f"seed={seed}", "logger=none", "progress=false", f"paths.outputs={tmp}"])
+    result = run_job(cfg)
     return {
         "train_s": result.train_s,
         "env_steps": result.env_steps,
@@ -149,7 +133,7 @@ def run_ours_default(seed: int) -> dict:
 
 def run_bare(seed: int) -> dict:
     """The same algorithm as plainly as PyTorch allows: the floor any framework is measured against."""
-    _threads()
+    one_thread()
     import gymnasium as gym
     import numpy as np
     import torch
@@ -221,27 +205,9 @@ RUNNERS = {
 }
 
 
-def run_isolated(script: str, args: list[str], label: str) -> dict:
-    """`python <script> --one ...` in a fresh process with one thread; its last stdout line is a JSON
-    result, returned with `process_s` (the whole process) and `steps_per_s` (env steps / train_s)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, env=env, check=False)
-    process_s = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise RuntimeError(f"{label} failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.update(process_s=process_s, steps_per_s=result["env_steps"] / result["train_s"])
-    return result
-
-
 def _measure(kind: str, seed: int) -> dict:
     result = run_isolated(__file__, ["--one", kind, "--seed", str(seed)], f"{kind} seed {seed}")
     return {**result, "kind": kind, "seed": seed}
-
-
-def _med(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def _report(results: list[dict], seeds: int, command: str) -> str:
@@ -267,15 +233,15 @@ def _report(results: list[dict], seeds: int, command: str) -> str:
             continue
         evals = ", ".join(format(r["eval"], ".0f") for r in rows)
         lines.append(
-            f"| {k} | {_med(sps[k]):.0f} ({min(sps[k]):.0f}–{max(sps[k]):.0f}) | "
-            f"{_med([r['train_s'] for r in rows]):.1f} | {evals} |"
+            f"| {k} | {median(sps[k]):.0f} ({min(sps[k]):.0f}–{max(sps[k]):.0f}) | "
+            f"{median([r['train_s'] for r in rows]):.1f} | {evals} |"
         )
-    sb3, ours, bare = _med(sps["sb3_zoo"]), _med(sps["ours_zoo"]), _med(sps["bare_zoo"])
+    sb3, ours, bare = median(sps["sb3_zoo"]), median(sps["ours_zoo"]), median(sps["bare_zoo"])
     default = by["ours_default"]
     solved = [r for r in default if r.get("solved")]
     sb3_solved = sum(r["eval"] >= 475 for r in by["sb3_zoo"])
-    sb3_wall = _med([r["train_s"] for r in by["sb3_zoo"]])
-    ours_solve = _med([r["train_s"] for r in default])
+    sb3_wall = median([r["train_s"] for r in by["sb3_zoo"]])
+    ours_solve = median([r["train_s"] for r in default])
     lines += [
         "",
         "| ratio | value | target |",
@@ -298,21 +264,6 @@ def _report(results: list[dict], seeds: int, command: str) -> str:
             f"{r['steps_per_s']:.0f} | {r['eval']:.1f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _write_section(text: str, path: Path, marker: str = "## CartPole-v1 DQN") -> None:
-    old = (
-        path.read_text()
-        if path.exists()
-        else "# Benchmarks\n\nNumbers measured by `make bench`; each section says how.\n\n"
-    )
-    if marker in old:
-        head, _, rest = old.partition(marker)
-        tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
-        new = head + text + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
 
 
 def main() -> None:
@@ -342,7 +293,7 @@ def main() -> None:
     report = _report(results, args.seeds, command)
     print(report)
     if not args.no_write:
-        _write_section(report, ROOT / "docs" / "benchmarks.md")
+        write_section(report, "## CartPole-v1 DQN")
 
 
 if __name__ == "__main__":

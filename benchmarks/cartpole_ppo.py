@@ -21,7 +21,8 @@ import sys
 import time
 from datetime import date
 
-from cartpole_dqn import ROOT, _eval_sb3, _med, _ours, _threads, _write_section, run_isolated
+from cartpole_dqn import _eval_sb3, _ours
+from common import median, one_thread, run_isolated, write_section
 
 ZOO = {
     "n_envs": 8,
@@ -39,7 +40,7 @@ KINDS = ("sb3_zoo", "ours_zoo")
 
 
 def run_sb3(seed: int) -> dict:
-    _threads()
+    one_thread()
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -122,10 +123,10 @@ def _report(results: list[dict], seeds: int, command: str) -> str:
         if rows:
             evals = ", ".join(format(r["eval"], ".0f") for r in rows)
             lines.append(
-                f"| {k} | {_med(sps[k]):.0f} ({min(sps[k]):.0f}–{max(sps[k]):.0f}) | "
-                f"{_med([r['train_s'] for r in rows]):.1f} | {evals} |"
+                f"| {k} | {median(sps[k]):.0f} ({min(sps[k]):.0f}–{max(sps[k]):.0f}) | "
+                f"{median([r['train_s'] for r in rows]):.1f} | {evals} |"
             )
-    ratio = _med(sps["ours_zoo"]) / _med(sps["sb3_zoo"])
+    ratio = median(sps["ours_zoo"]) / median(sps["sb3_zoo"])
     solved = {k: sum(r["eval"] >= 475 for r in by[k]) for k in KINDS}
     lines += [
         "",
@@ -158,7 +159,7 @@ def main() -> None:
     report = _report(results, args.seeds, command)
     print(report)
     if not args.no_write:
-        _write_section(report, ROOT / "docs" / "benchmarks.md", marker="## CartPole-v1 PPO")
+        write_section(report, "## CartPole-v1 PPO")
 
 
 if __name__ == "__main__":

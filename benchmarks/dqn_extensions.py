@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cartpole_dqn import ROOT, _write_section
+from common import ROOT, write_section
 
 MARKER = "## DQN extensions on MinAtar Breakout"
 
@@ -87,7 +87,7 @@ def _write(args: argparse.Namespace, grid: list[str], report: str, wall: float) 
     )
     print(text)
     if not args.no_write:
-        _write_section(text, ROOT / "docs" / "benchmarks.md", marker=MARKER)
+        write_section(text, MARKER)
 
 
 if __name__ == "__main__":

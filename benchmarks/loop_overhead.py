@@ -19,7 +19,7 @@ import sys
 import time
 from datetime import date
 
-from cartpole_dqn import ROOT, _write_section
+from common import compose, write_section
 
 STEPS = 20_000
 VARIANTS = {
@@ -34,13 +34,10 @@ def run_one(name: str) -> dict:
     import tempfile
 
     import torch
-    from hydra import compose, initialize_config_dir
 
-    from pipeline.config import register_configs
-    from pipeline.train import train
+    from pipeline.run.job import run_job
 
     torch.set_num_threads(1)
-    register_configs()
     tmp = tempfile.mkdtemp()
     overrides = [
         *VARIANTS[name],
@@ -51,9 +48,8 @@ def run_one(name: str) -> dict:
         "progress=false",
         f"paths.outputs={tmp}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    result = train(cfg)
+    cfg = compose(overrides)
+    result = run_job(cfg)
     return {"train_s": result.train_s, "env_steps": result.env_steps}
 
 
@@ -95,7 +91,7 @@ def main() -> None:
     report = "\n".join(lines) + "\n"
     print(report)
     if not args.no_write:
-        _write_section(report, ROOT / "docs" / "benchmarks.md", marker="## Loop overhead")
+        write_section(report, "## Loop overhead")
 
 
 if __name__ == "__main__":

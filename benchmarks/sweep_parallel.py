@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cartpole_dqn import ROOT, _write_section
+from common import ROOT, write_section
 
 GRID = ["seed=0,1,2,3"]
 JOB = ["total_env_steps=20000", "eval.stop_on_solve=false", "eval.every_env_steps=5000", "progress=false"]
@@ -106,7 +106,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        _write_section(text, ROOT / "docs" / "benchmarks.md", marker="## Parallel grid")
+        write_section(text, "## Parallel grid")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import sys
 import time
 from datetime import date
 
-from cartpole_dqn import ROOT, _med, _ours, _write_section, run_isolated
+from cartpole_dqn import _ours
+from common import median, run_isolated, write_section
 
 ENVS = {"taxi": "Taxi-v4", "frozenlake": "FrozenLake-v1", "cliffwalking": "CliffWalking-v1"}
 MAX_STEPS = {"cliffwalking": 500}  # as conf/env/cliffwalking.yaml (gymnasium sets no limit)
@@ -106,7 +107,7 @@ def _report(results: list[dict], steps: int, seeds: int, command: str) -> str:
         rows = {k: [r for r in results if r["kind"] == k and r["env"] == env_name] for k in KINDS}
         if not all(rows.values()):
             continue
-        sps = {k: _med([r["steps_per_s"] for r in rows[k]]) for k in KINDS}
+        sps = {k: median([r["steps_per_s"] for r in rows[k]]) for k in KINDS}
         evals = {k: ", ".join(f"{r['eval']:.2f}" for r in rows[k]) for k in KINDS}
         lines.append(
             f"| {env_name} | {sps['plain_numpy']:,.0f} | {sps['ours']:,.0f} | "
@@ -142,7 +143,7 @@ def main() -> None:
     report = _report(results, args.steps, args.seeds, command)
     print(report)
     if not args.no_write:
-        _write_section(report, ROOT / "docs" / "benchmarks.md", marker="## Tabular Q-learning")
+        write_section(report, "## Tabular Q-learning")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cartpole_dqn import ROOT, _write_section, run_isolated
+from common import compose, run_isolated, write_section
 
 MARKER = "## Language models: TextWorld with a DRRN"
 FAMILY = [
@@ -92,14 +92,10 @@ def _overrides(kind: str, seed: int, steps: int, outputs: Path) -> list[str]:
 
 def objective(outputs: Path) -> str:
     """The sparse game's own objective text (the agent reads it at every reset): the shaped run's goal."""
-    from hydra import compose, initialize_config_dir
-
-    from pipeline.config import register_configs, to_config
+    from pipeline.config.load import to_config
     from pipeline.envs.textworld import game_files
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = to_config(compose("config", overrides=[*SPARSE_FAMILY, "backbone=bow", f"paths.outputs={outputs}"]))
+    cfg = to_config(compose([*SPARSE_FAMILY, "backbone=bow", f"paths.outputs={outputs}"]))
     game = game_files(cfg.env.textworld, "train", Path(cfg.env.textworld.cache_dir))[0]
     text = json.loads(game.with_suffix(".json").read_text())["objective"]
     return text.replace("'", "").replace('"', "")
@@ -108,18 +104,15 @@ def objective(outputs: Path) -> str:
 def run_one(kind: str, seed: int, steps: int, outputs: Path) -> dict:
     """Train, then evaluate the greedy policy on the training games and on the held-out games."""
     import torch
-    from hydra import compose, initialize_config_dir
 
-    from pipeline.config import register_configs, to_config
-    from pipeline.evaluate import Evaluator
-    from pipeline.train import train
+    from pipeline.algos.evaluate import Evaluator
+    from pipeline.config.load import to_config
+    from pipeline.run.job import run_job
 
     overrides = _overrides(kind, seed, steps, outputs)  # before Hydra starts: `shaped` composes a config itself
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        raw = compose("config", overrides=overrides)
+    raw = compose(overrides)
     captured: dict = {}
-    import pipeline.train as train_module
+    import pipeline.run.train as train_module
 
     original = train_module._fit_and_log
 
@@ -138,7 +131,7 @@ def run_one(kind: str, seed: int, steps: int, outputs: Path) -> dict:
         return original(cfg, module, *args, **kwargs)
 
     train_module._fit_and_log = keep_module
-    result = train(raw)
+    result = run_job(raw)
     cfg = to_config(raw)
     policy = captured["module"].policy.to("cpu").eval()
     success = {}
@@ -162,14 +155,11 @@ def run_one(kind: str, seed: int, steps: int, outputs: Path) -> dict:
 def random_agent_steps(outputs: Path, steps: int = 3000) -> tuple[int, float]:
     """TextWorld's own interface, the same games and infos as the adapter, a uniformly random command."""
     import textworld
-    from hydra import compose, initialize_config_dir
 
-    from pipeline.config import register_configs, to_config
+    from pipeline.config.load import to_config
     from pipeline.envs.textworld import game_files
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = to_config(compose("config", overrides=[*FAMILY, "backbone=bow", f"paths.outputs={outputs}"]))
+    cfg = to_config(compose([*FAMILY, "backbone=bow", f"paths.outputs={outputs}"]))
     files = game_files(cfg.env.textworld, "train", Path(cfg.env.textworld.cache_dir))
     infos = textworld.EnvInfos(description=True, inventory=True, objective=True, admissible_commands=True)
     envs = [textworld.start(str(f), request_infos=infos) for f in files]
@@ -192,20 +182,17 @@ def acting_vs_random(outputs: Path, steps: int = 3000) -> dict:
     gymnasium adapter (embedding cache on, no learning), then TextWorld's own random agent. The cache is
     warmed by one untimed pass, as it is after the first episodes of training."""
     import torch
-    from hydra import compose, initialize_config_dir
 
-    from pipeline.algos.drrn import weights_cache_dir
     from pipeline.backbones.text import apply_freeze, build_text_encoder
-    from pipeline.config import register_configs, to_config
+    from pipeline.config.load import to_config
+    from pipeline.core.paths import weights_cache
     from pipeline.envs import make_vector_env
-    from pipeline.networks_text import DRRN
-    from pipeline.train import _weights_file
+    from pipeline.networks.text import DRRN
+    from pipeline.run.session import weights_file
 
     torch.manual_seed(0)
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = to_config(compose("config", overrides=[*FAMILY, "backbone=minilm", f"paths.outputs={outputs}"]))
-    encoder = build_text_encoder(cfg.backbone, _weights_file(cfg), weights_cache_dir(cfg))
+    cfg = to_config(compose([*FAMILY, "backbone=minilm", f"paths.outputs={outputs}"]))
+    encoder = build_text_encoder(cfg.backbone, weights_file(cfg), weights_cache(cfg.paths.outputs))
     apply_freeze(encoder, cfg.backbone)
     net = DRRN(encoder).eval()
     env = make_vector_env(cfg.env, cfg.env.num_envs)
@@ -330,7 +317,7 @@ def main() -> None:
 def _finish(text: str, args: argparse.Namespace) -> None:
     print(text)
     if not args.no_write:
-        _write_section(text, ROOT / "docs" / "benchmarks.md", marker=MARKER)
+        write_section(text, MARKER)
 
 
 def _results_from_log(log: Path) -> tuple[dict[str, list[dict]], float]:

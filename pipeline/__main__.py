@@ -3,7 +3,7 @@
 Any configuration or input error becomes one line on stderr and exit code 2, with no traceback
 unless HYDRA_FULL_ERROR=1; a job refused that way leaves no run dir and no MLflow run behind. A run
 that fails for a known reason (a non-finite loss, a full disk) is one line and exit code 1; SIGINT or
-SIGTERM at any moment ends the run KILLED and exits 128 + the signal (pipeline/signals.py).
+SIGTERM at any moment ends the run KILLED and exits 128 + the signal (pipeline/core/signals.py).
 """
 
 from __future__ import annotations
@@ -12,15 +12,19 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import register_configs, to_config
-from pipeline.errors import ConfigError, Interrupted, RunFailure, disk_full_reason, one_line
-from pipeline.signals import GUARD, stop_children
+from pipeline.config.root import register_configs
+from pipeline.core.errors import ConfigError, Interrupted, RunFailure, disk_full_reason, one_line
+from pipeline.core.signals import GUARD, stop_children
+
+if TYPE_CHECKING:
+    pass
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -49,33 +53,16 @@ def _remove_refused_run_dir(outputs_root: str) -> None:
 def job(cfg: DictConfig) -> float:
     global _job_started
     _job_started = True
-    from pipeline import sweep
-    from pipeline.startup import mark_job_start
+    from pipeline.core.startup import mark_job_start
+    from pipeline.run import sweep
 
     mark_job_start()
     in_sweep = sweep.in_sweep()
     try:
-        first = to_config(cfg)  # fast refusal of a bad config, before torch and MLflow load
-        from pipeline.hardware import check_machine
+        from pipeline.run.job import prepare, run
 
-        check_machine(first.hardware)  # a GPU asked for where there is none, before anything is built
-        stage = first.stage.name
-        if first.resume:  # `resume=<run>` continues whichever stage that run is
-            from pipeline.resume import saved_stage
-
-            stage = saved_stage(first)
-        if stage == "pretrain":
-            return _pretrain(cfg, in_sweep)
-        spec = None
-        if not first.resume:  # an algorithm that cannot use the env is refused before Lightning and MLflow load
-            from pipeline.algos import check_env
-            from pipeline.envs import probe_env
-
-            spec = probe_env(first.env)
-            check_env(first, spec)
-        from pipeline.train import train
-
-        result = train(cfg, spec=spec)
+        todo = prepare(cfg)  # validated once; every refusal happens here, before Lightning and MLflow load
+        result = run(todo)
     except Interrupted as ex:
         stop_children()  # spawned DDP ranks must not outlive the job
         if in_sweep:
@@ -104,6 +91,8 @@ def job(cfg: DictConfig) -> float:
         # Exit from inside the job: Hydra would otherwise print its own multi-line report first.
         print(f"error: {full or ex}", file=sys.stderr, flush=True)
         raise SystemExit(2 if refused else 1) from None
+    if todo.stage == "pretrain":
+        return _report_pretrain(result, in_sweep)
     if in_sweep:
         sweep.record_job("finished", value=result.eval_return_mean, run_id=result.run_id)
     status = "solved" if result.solved else "finished"
@@ -114,20 +103,19 @@ def job(cfg: DictConfig) -> float:
     )
     if result.run_id:
         print(f"mlflow run {result.run_id}  policy {result.model_uri}", flush=True)
-        from pipeline.tracking import absolute_tracking_uri
+        from pipeline.core.paths import DEFAULT_TRACKING_URI
+        from pipeline.tracking.store import absolute_tracking_uri
 
         ui = f"mlflow ui --backend-store-uri {result.tracking_uri}"  # the store this run is in (a resumed run's own)
-        if result.tracking_uri == absolute_tracking_uri("sqlite:///outputs/mlflow.db"):
+        if result.tracking_uri == absolute_tracking_uri(DEFAULT_TRACKING_URI):
             ui = f"make ui   ({ui})"
         print(f"open the UI: {ui}", flush=True)
     return result.eval_return_mean
 
 
-def _pretrain(cfg: DictConfig, in_sweep: bool) -> float:
-    from pipeline import sweep
-    from pipeline.pretrain import pretrain
+def _report_pretrain(result, in_sweep: bool) -> float:
+    from pipeline.run import sweep
 
-    result = pretrain(cfg)
     if in_sweep:
         sweep.record_job("finished", value=result.val_accuracy, run_id=result.run_id)
     print(

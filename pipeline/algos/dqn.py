@@ -3,7 +3,7 @@
 Read it top to bottom: `training_step` is one chunk — `algo.chunk_steps` env steps, with the gradient
 rounds and target syncs that fall inside it (the loop itself is `EnvLoop`'s). Every schedule runs on
 the global env-step counter. Under DDP each rank owns its replay buffer and the target net (a no-grad
-submodule DDP ignores) syncs on every rank at the same step. The final evaluation is train.py's.
+submodule DDP ignores) syncs on every rank at the same step. The final evaluation is run/train.py's.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.algos.base import EnvLoop, linear_schedule
-from pipeline.buffers import Batch, ReplayBuffer
-from pipeline.config import Config, DQNConfig
-from pipeline.envs import EnvSpec
-from pipeline.networks import QNetwork, build_q_network, param_groups, target_copy
-from pipeline.optim import clip_grad_norm
-from pipeline.tracking import RunTarget
+from pipeline.algos.buffers import Batch, ReplayBuffer
+from pipeline.algos.loop import EnvLoop
+from pipeline.algos.optim import clip_grad_norm
+from pipeline.config.algo import DQNConfig
+from pipeline.config.root import Config
+from pipeline.core.schedules import linear_schedule
+from pipeline.core.spec import EnvSpec
+from pipeline.networks.q import QNetwork, build_q_network, param_groups, target_copy
+from pipeline.tracking.metrics import RunTarget
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +53,89 @@ class Forwards:
     target: Callable[[torch.Tensor], torch.Tensor]
 
 
-class DQN(EnvLoop):
+class ValueLearner(EnvLoop):
+    """What DQN on arrays and DQN on text (the DRRN, text_dqn.py) share: ε-greedy on the env-step clock, the
+    chunk — collect, target syncs and training rounds where their schedules fall — and hard or Polyak
+    target syncs. A learner provides `_collect(eps)`, `_learn(n) -> (loss, Q, grad-norm sums, n)` and
+    `_sync_pair()` (the online and target modules to copy between)."""
+
+    def __init__(self, cfg: Config, spec: EnvSpec, run_target: RunTarget | None = None):
+        super().__init__(cfg, spec, run_target)
+        assert isinstance(cfg.algo, DQNConfig)
+        self.algo: DQNConfig = cfg.algo
+        self._min_fill = 1  # transitions in the buffer before a gradient step may sample it
+
+    def epsilon(self, step: int) -> float:
+        a = self.algo
+        return linear_schedule(a.eps_start, a.eps_end, a.eps_decay_steps, step)
+
+    def vec_steps_per_chunk(self, world_size: int) -> int:
+        return max(1, self.algo.chunk_steps // (self.cfg.env.num_envs * world_size))
+
+    def chunk_metrics(self) -> dict[str, float]:
+        """Metrics a learner adds to each chunk's."""
+        return {}
+
+    # ----------------------------------------------------------------- the chunk
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        a = self.algo
+        per_vec = self.loop.steps_per_vec
+        chunk_start_step = self.global_env_steps
+        loss_sum = torch.zeros((), device=self.device)
+        q_sum = torch.zeros((), device=self.device)
+        gnorm_sum = torch.zeros((), device=self.device)
+        n_updates = 0
+        for _ in range(self.vec_steps_per_chunk(self.trainer.world_size)):
+            if self.global_env_steps >= self.cfg.total_env_steps:
+                break
+            self._collect(self.epsilon(self.global_env_steps))
+            step, prev = self.global_env_steps, self.global_env_steps - per_vec
+            if step // a.target_update_interval != prev // a.target_update_interval:
+                self._sync_target()
+            rounds = step // a.train_freq - prev // a.train_freq
+            if rounds and step >= a.learning_starts and len(self.buffer) >= self._min_fill:
+                loss, q_mean, gnorm, n = self._learn(rounds * a.gradient_steps)
+                loss_sum += loss
+                q_sum += q_mean
+                gnorm_sum += gnorm
+                n_updates += n
+        self.check_finite(
+            loss_sum + q_sum + gnorm_sum, "loss, Q-value or gradient", "lower algo.lr or algo.max_grad_norm"
+        )
+        metrics = {"train/epsilon": self.epsilon(self.global_env_steps)}
+        if n_updates:
+            metrics["train/loss"] = float(loss_sum) / n_updates
+            metrics["train/q_mean"] = float(q_sum) / n_updates
+        self.end_chunk(chunk_start_step, n_updates, metrics | self.chunk_metrics())
+
+    def _collect(self, eps: float) -> None:
+        raise NotImplementedError
+
+    def _learn(self, n_updates: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        raise NotImplementedError
+
+    def _sync_pair(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _sync_target(self) -> None:
+        """Target ← online (`algo.tau=1`), or ← lerp(target, online, tau) (Polyak); integer buffers copied."""
+        source, dest = self._sync_pair()
+        tau = self.algo.tau
+        online = source.state_dict()
+        for name, t in dest.state_dict().items():
+            o = online[name]
+            if tau >= 1.0 or not t.is_floating_point():
+                t.copy_(o)
+            else:
+                t.lerp_(o, tau)
+
+
+class DQN(ValueLearner):
     def __init__(
         self, cfg: Config, spec: EnvSpec, run_target: RunTarget | None = None, weights_file: str | None = None
     ):
         super().__init__(cfg, spec, run_target)
-        assert isinstance(cfg.algo, DQNConfig)
-        self.a: DQNConfig = cfg.algo
         self.q_net: QNetwork = build_q_network(cfg.backbone, spec, weights_file, dueling=cfg.algo.dueling)
         if cfg.hardware.channels_last and spec.is_image:
             self.q_net = self.q_net.to(memory_format=torch.channels_last)
@@ -69,30 +147,22 @@ class DQN(EnvLoop):
         self.cache_features = self.q_net.encoder.frozen and cfg.backbone.cache_features
         self.restored_buffer = False
         self._warned_buffer = False
-        self._min_fill = 1
 
     @property
     def policy(self) -> QNetwork:
         return self.q_net
 
-    def epsilon(self, step: int) -> float:
-        a = self.a
-        return linear_schedule(a.eps_start, a.eps_end, a.eps_decay_steps, step)
-
-    def vec_steps_per_chunk(self, world_size: int) -> int:
-        return max(1, self.a.chunk_steps // (self.cfg.env.num_envs * world_size))
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = param_groups(self.q_net, self.cfg.backbone, self.a.lr)
+        groups = param_groups(self.q_net, self.cfg.backbone, self.algo.lr)
         fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-        return torch.optim.Adam(groups, lr=self.a.lr, fused=fused)
+        return torch.optim.Adam(groups, lr=self.algo.lr, fused=fused)
 
     def build_learner(self) -> None:
         if self.cache_features:
             item_shape, item_dtype, stack = self.q_net.encoder.out_shape, torch.float32, 1
         else:
             item_shape, item_dtype, stack = self.spec.obs_shape, self.spec.obs_dtype, self.spec.frame_stack
-        a = self.a
+        a = self.algo
         self.buffer = ReplayBuffer(
             a.buffer_size,
             item_shape,
@@ -119,8 +189,8 @@ class DQN(EnvLoop):
         self.q_net.eval()  # acting mode; gradient rounds switch to train mode
         # A resume without the buffer waits until it holds learning_starts transitions again.
         refill = self.resume_from is not None and not self.restored_buffer
-        per_rank_start = self.a.learning_starts // self.trainer.world_size
-        self._min_fill = min(max(self.a.batch_size, per_rank_start if refill else 0), self.a.buffer_size)
+        per_rank_start = self.algo.learning_starts // self.trainer.world_size
+        self._min_fill = min(max(self.algo.batch_size, per_rank_start if refill else 0), self.algo.buffer_size)
 
     def start_metrics(self) -> dict[str, float]:
         if self.resume_from is not None:
@@ -155,38 +225,7 @@ class DQN(EnvLoop):
             self.buffer.load_state_dict(state["buffer"])
         self.restored_buffer = state is not None
 
-    # ----------------------------------------------------------------- the chunk
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        a = self.a
-        per_vec = self.loop.steps_per_vec
-        chunk_start_step = self.global_env_steps
-        loss_sum = torch.zeros((), device=self.device)
-        q_sum = torch.zeros((), device=self.device)
-        gnorm_sum = torch.zeros((), device=self.device)
-        n_updates = 0
-        for _ in range(self.vec_steps_per_chunk(self.trainer.world_size)):
-            if self.global_env_steps >= self.cfg.total_env_steps:
-                break
-            self._collect(self.epsilon(self.global_env_steps))
-            step, prev = self.global_env_steps, self.global_env_steps - per_vec
-            if step // a.target_update_interval != prev // a.target_update_interval:
-                self._sync_target()
-            rounds = step // a.train_freq - prev // a.train_freq
-            if rounds and step >= a.learning_starts and len(self.buffer) >= self._min_fill:
-                loss, q_mean, gnorm, n = self._learn(rounds * a.gradient_steps)
-                loss_sum += loss
-                q_sum += q_mean
-                gnorm_sum += gnorm
-                n_updates += n
-        self.check_finite(
-            loss_sum + q_sum + gnorm_sum, "loss, Q-value or gradient", "lower algo.lr or algo.max_grad_norm"
-        )
-        metrics = {"train/epsilon": self.epsilon(self.global_env_steps)}
-        if n_updates:
-            metrics["train/loss"] = float(loss_sum) / n_updates
-            metrics["train/q_mean"] = float(q_sum) / n_updates
-        self.end_chunk(chunk_start_step, n_updates, metrics)
-
+    # ----------------------------------------------------------------- acting and learning
     @torch.inference_mode()
     def _items(self, obs: np.ndarray) -> np.ndarray | torch.Tensor:
         """What the buffer stores for these observations: themselves, or their frozen features."""
@@ -220,7 +259,7 @@ class DQN(EnvLoop):
 
     def _learn(self, n_updates: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """`n_updates` gradient steps on batches drawn in one gather (the buffer is fixed meanwhile)."""
-        a = self.a
+        a = self.algo
         beta = linear_schedule(a.per_beta_start, a.per_beta_end, self.cfg.total_env_steps, self.global_env_steps)
         batch = self.buffer.sample(a.batch_size, n_updates, beta=beta)
         self.q_net.train()
@@ -251,7 +290,7 @@ class DQN(EnvLoop):
     def _td_loss(self, batch: Batch, i: int, q: torch.Tensor) -> torch.Tensor:
         """Huber TD loss of minibatch `i`; with prioritised replay importance-weighted, and its TD errors
         become the sampled transitions' new priorities."""
-        a = self.a
+        a = self.algo
         with torch.no_grad():
             next_obs = batch.next_obs[i]
             next_q_online = self.fwd.q(next_obs) if a.double else None
@@ -263,15 +302,8 @@ class DQN(EnvLoop):
         self.buffer.update_priorities(batch.indices[i], q.detach() - target, a.per_eps)
         return (batch.weights[i] * per_item).mean()
 
-    @torch.no_grad()
-    def _sync_target(self) -> None:
-        tau = self.a.tau
-        shared = self.target_net.encoder is self.q_net.encoder
-        source, dest = (self.q_net.head, self.target_net.head) if shared else (self.q_net, self.target_net)
-        online = source.state_dict()
-        for name, t in dest.state_dict().items():
-            o = online[name]
-            if tau >= 1.0 or not t.is_floating_point():
-                t.copy_(o)
-            else:
-                t.lerp_(o, tau)
+    def _sync_pair(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """A frozen encoder is shared by both networks: only the heads are copied."""
+        if self.target_net.encoder is self.q_net.encoder:
+            return self.q_net.head, self.target_net.head
+        return self.q_net, self.target_net

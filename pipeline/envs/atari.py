@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from pipeline.config import EnvConfig
-from pipeline.errors import ConfigError
+from pipeline.config.env import EnvConfig
+from pipeline.core.errors import ConfigError
 
 
 class FireOnStart(gym.Wrapper):

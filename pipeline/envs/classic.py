@@ -6,8 +6,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from pipeline.config import EnvConfig
-from pipeline.errors import ConfigError
+from pipeline.config.env import EnvConfig
+from pipeline.core.errors import ConfigError
 
 # gymnasium's GrayscaleObservation weights, applied in float32: the same frames (equal on CartPole's
 # renders, tested), ~10x faster than its float64 multiply-and-sum (6.7 -> 0.7 ms per 600x400 frame).

@@ -15,7 +15,7 @@ from typing import ClassVar
 import gymnasium as gym
 import numpy as np
 
-from pipeline.config import EnvConfig
+from pipeline.config.env import EnvConfig
 
 TRAIN_FRACTION = 0.8
 

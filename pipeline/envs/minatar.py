@@ -16,8 +16,8 @@ from typing import ClassVar
 import gymnasium as gym
 import numpy as np
 
-from pipeline.config import EnvConfig
-from pipeline.errors import ConfigError
+from pipeline.config.env import EnvConfig
+from pipeline.core.errors import ConfigError
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from pipeline.config import Config, EnvConfig
+from pipeline.config.env import EnvConfig
 
 
 def has_table(env: gym.Env) -> bool:
@@ -46,22 +46,10 @@ class TableEnv:
         self.state = np.zeros(num_envs, dtype=np.int64)
         self.steps = np.zeros(num_envs, dtype=np.int64)
         self.rng = np.random.default_rng()
-        self.state_bonus: np.ndarray | None = None  # reward shaping by next state (pipeline/rewards.py)
+        self.state_bonus: np.ndarray | None = None  # reward shaping by next state (algos/text_reward.py)
         self.bonus_once = False
         self.given = np.zeros(num_envs, dtype=bool)
-        self._source = env
-
-    def shape_by_state(self, cfg: Config) -> np.ndarray:
-        """`reward=lm_similarity` on a grid world: every state is described and scored against the goal
-        once; a step then earns its next state's bonus. Returns the states' similarities."""
-        from pathlib import Path
-
-        from pipeline.rewards import GoalSimilarity, state_bonus_table
-
-        scorer = GoalSimilarity(cfg.reward, Path(cfg.paths.outputs) / "cache" / "weights")
-        similarity, self.state_bonus = state_bonus_table(self._source, len(self.start_cum), scorer)
-        self.bonus_once = cfg.reward.once_per_episode
-        return similarity
+        self.source = env  # the env the table was read from (describers read its layout)
 
     def _starts(self, n: int) -> np.ndarray:
         return np.minimum(np.searchsorted(self.start_cum, self.rng.random(n), side="right"), len(self.start_cum) - 1)

@@ -94,7 +94,7 @@ class TextVectorEnv:
 
 def make(cfg: Any, evaluation: bool = False) -> gym.Env:
     """A registered text toy by id (`pipeline/TrafficLightText-v0`); no env checker: strings are not arrays."""
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     kwargs: dict[str, Any] = {}
     if cfg.max_episode_steps is not None:

@@ -33,9 +33,9 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from pipeline.config import EnvConfig, TextWorldConfig
+from pipeline.config.env import EnvConfig, TextWorldConfig
+from pipeline.core.errors import ConfigError
 from pipeline.envs.text import MAX_ACTIONS, MAX_TEXT, TEXT_CHARSET, text_space
-from pipeline.errors import ConfigError
 
 CACHE_ENV_VAR = "PIPELINE_TEXTWORLD_CACHE"  # overrides the game cache root (default: outputs/textworld)
 DEFAULT_CACHE = Path("outputs") / "textworld"

@@ -30,8 +30,8 @@ def _fire(signum: int, count: int) -> None:
 
 def _patch(moment: str, signum: int, count: int) -> None:
     import pipeline.envs
-    import pipeline.tracking
-    from pipeline.algos.base import EnvLoop
+    from pipeline.algos.loop import EnvLoop
+    from pipeline.tracking.run import Tracker
 
     calls = {"n": 0}
 
@@ -53,7 +53,7 @@ def _patch(moment: str, signum: int, count: int) -> None:
     if moment == "setup":
         wrap(pipeline.envs, "probe_env", before=False)
     elif moment == "run_start":
-        wrap(pipeline.tracking.Tracker, "start", before=False)
+        wrap(Tracker, "start", before=False)
     elif moment == "training":
         wrap(EnvLoop, "end_chunk", before=False, nth=2)
     elif moment == "checkpoint":
@@ -61,7 +61,7 @@ def _patch(moment: str, signum: int, count: int) -> None:
 
         wrap(torch, "save", before=False, nth=2)
     elif moment == "model_logging":
-        wrap(pipeline.tracking.Tracker, "log_torch_model", before=True)
+        wrap(Tracker, "log_torch_model", before=True)
     else:
         raise SystemExit(f"unknown moment {moment}")
 
