@@ -118,7 +118,7 @@ def _schemas() -> list[tuple[type, Path, str]]:
     algorithm family its base option; `node` selects a nested key (e.g. algo.prior). Keys only other
     options set (a text encoder's pooling, a pretraining stage's epochs) take the dataclass default where
     an option leaves them out: no YAML to contradict."""
-    from pipeline.config import algo, backbone, distill, env, hardware, logger, reward, root, stage
+    from pipeline.config import algo, backbone, distill, env, evaluate, hardware, logger, reward, root, stage
 
     return [
         (env.EnvConfig, CONF / "env" / "cartpole.yaml", ""),
@@ -138,6 +138,7 @@ def _schemas() -> list[tuple[type, Path, str]]:
         (root.CheckpointConfig, CONF / "config.yaml", "checkpoint"),
         (root.PathsConfig, CONF / "config.yaml", "paths"),
         (root.Config, CONF / "config.yaml", ""),
+        (evaluate.EvaluateConfig, CONF / "evaluate.yaml", ""),
     ]
 
 

@@ -1,6 +1,17 @@
-"""Deterministic evaluation: the greedy policy on separate env instances with fixed seeds."""
+"""Evaluation: the policy acting on separate env instances with fixed seeds, greedy unless asked to sample.
+
+Two ways to run it. `Evaluator` steps one episode per sub-env in lockstep (the periodic evaluations during
+training: fast, the same seeds every call). `play_episode` runs one episode on one env and can hand on what a
+viewer needs: the rendered frames (streamed into a video), the observations the policy saw (saliency), or a
+text agent's transcript. Episode k of either uses seed `seed + k`, so the two agree episode by episode.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -9,7 +20,48 @@ import torch
 from pipeline.config.env import EnvConfig
 from pipeline.envs import make_vector_env
 from pipeline.envs.text import TextVectorEnv
-from pipeline.networks.q import QNetwork
+from pipeline.tracking.video import VideoWriter, write_transcript
+
+EVAL_SEED_OFFSET = 1_000_000  # evaluation episode k of a run seeded s uses seed s + EVAL_SEED_OFFSET + k
+
+
+@dataclass(frozen=True)
+class Acting:
+    """How a policy's outputs become actions. Greedy (argmax) by default; `stochastic` samples: from
+    softmax(logits) for policy-gradient policies (`logits=True`), ε-greedy on values otherwise, ε being
+    the run's final exploration rate."""
+
+    stochastic: bool = False
+    logits: bool = False
+    epsilon: float = 0.0
+
+    def choose(self, outputs: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
+        greedy = outputs.argmax(dim=-1).cpu().numpy()
+        if not self.stochastic:
+            return greedy
+        if self.logits:
+            probs = torch.softmax(outputs.double(), dim=-1).cpu().numpy()
+            return np.array([rng.choice(len(p), p=p / p.sum()) for p in probs])
+        explore = rng.random(len(greedy)) < self.epsilon
+        random = rng.integers(0, outputs.shape[-1], size=len(greedy))
+        return np.where(explore, random, greedy)
+
+    def choose_text(
+        self, policy: Any, states: list[str], commands: list[list[str]], rng: np.random.Generator
+    ) -> list[int]:
+        chosen = list(policy.act_text(states, commands))
+        if self.stochastic:
+            for i, options in enumerate(commands):
+                if options and rng.random() < self.epsilon:
+                    chosen[i] = int(rng.integers(0, len(options)))
+        return chosen
+
+
+def act(policy: Any, obs: Any, acting: Acting, rng: np.random.Generator, device: torch.device) -> np.ndarray:
+    """Actions for a batch of array observations. `policy(obs)` gives Q-values or logits: our networks and a
+    policy loaded back from MLflow (a torch.export graph, which has no `act`) alike."""
+    with torch.no_grad():
+        return acting.choose(policy(torch.as_tensor(np.asarray(obs), device=device)), rng)
 
 
 class Evaluator:
@@ -21,31 +73,122 @@ class Evaluator:
         self.env: gym.vector.VectorEnv | TextVectorEnv = make_vector_env(cfg, episodes, evaluation=evaluation)
         self.seeds = [seed + i for i in range(episodes)]
         self.success: np.ndarray | None = None
+        self.lengths: np.ndarray | None = None
 
     @torch.no_grad()
-    def run(self, policy: QNetwork, device: torch.device) -> np.ndarray:
-        was_training = policy.training
+    def run(self, policy: Any, device: torch.device, acting: Acting = Acting(), rng_seed: int = 0) -> np.ndarray:
+        was_training = getattr(policy, "training", False)
         policy.eval()
+        rng = np.random.default_rng(rng_seed)
         obs, _ = self.env.reset(seed=self.seeds)
         n = len(self.seeds)
         returns = np.zeros(n, dtype=np.float64)
+        lengths = np.zeros(n, dtype=np.int64)
         running = np.ones(n, dtype=bool)
         text = isinstance(self.env, TextVectorEnv)
         success = np.zeros(n, dtype=bool)
         while running.any():
             if text:
-                actions = policy.act_text(obs, self.env.admissible)
+                actions = acting.choose_text(policy, obs, self.env.admissible, rng)
             else:
-                actions = policy.act(torch.as_tensor(obs, device=device)).cpu().numpy()
+                actions = act(policy, obs, acting, rng, device)
             obs, rewards, terminated, truncated, info = self.env.step(actions)
             returns += rewards * running
+            lengths += running
             done = terminated | truncated
             if text:
                 success |= running & done & info["won"]
             running &= ~done
         self.success = success if text and self.env.reports_wins else None
+        self.lengths = lengths
         policy.train(was_training)
         return returns
 
     def close(self) -> None:
         self.env.close()
+
+
+@dataclass
+class Episode:
+    """One played episode and what was kept of it."""
+
+    seed: int
+    ret: float = 0.0
+    length: int = 0
+    success: bool | None = (
+        None  # the env's own verdict (a won text game, gymnasium's `is_success`); None if it gives none
+    )
+    observations: list[np.ndarray] = field(default_factory=list)  # what the policy saw, one per action
+    actions: list[int] = field(default_factory=list)
+    transcript: list[str] = field(default_factory=list)  # text envs: what the agent read and chose
+
+
+def play_episode(
+    env: gym.Env,
+    policy: Any,
+    seed: int,
+    acting: Acting = Acting(),
+    rng: np.random.Generator | None = None,
+    record: bool = False,
+    keep_observations: bool = False,
+    device: torch.device | None = None,
+    on_frame: Callable[[np.ndarray], None] | None = None,
+) -> Episode:
+    """One episode on one env. `record`: each rendered RGB frame, one per action (the env built with
+    `render=True`), goes to `on_frame`; a text env (strings in, an index into `info["admissible"]` out) keeps a
+    transcript instead."""
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    device = device or torch.device("cpu")
+    episode = Episode(seed)
+    obs, info = env.reset(seed=seed)
+    text = isinstance(obs, str)
+    if text and record:
+        episode.transcript.append(f"# episode seed {seed}")
+    done = False
+    while not done:
+        if text:
+            commands = list(info.get("admissible", []))
+            action = acting.choose_text(policy, [obs], [commands], rng)[0]
+            if record:
+                options = " | ".join(commands)
+                chosen = commands[action] if commands else "(no command)"
+                episode.transcript += [
+                    f"\n[step {episode.length + 1}]",
+                    obs.strip(),
+                    f"commands: {options}",
+                    f"> {chosen}",
+                ]
+        else:
+            if record and on_frame is not None:
+                on_frame(np.asarray(env.render()))
+            if keep_observations:
+                episode.observations.append(np.asarray(obs))
+            action = int(act(policy, np.asarray(obs)[None], acting, rng, device)[0])
+        episode.actions.append(int(action))
+        obs, reward, terminated, truncated, info = env.step(action)
+        episode.ret += float(reward)
+        episode.length += 1
+        done = bool(terminated or truncated)
+        if text and record:
+            episode.transcript.append(f"reward {float(reward):g}")
+        if done:
+            if "won" in info:
+                episode.success = bool(info["won"])
+            elif "is_success" in info:
+                episode.success = bool(info["is_success"])
+    if text and record:
+        verdict = "" if episode.success is None else (", won" if episode.success else ", not won")
+        episode.transcript.append(f"\n# return {episode.ret:g} in {episode.length} steps{verdict}")
+    return episode
+
+
+def record_episode(
+    env: gym.Env, policy: Any, seed: int, stem: Path, fps: float, text: bool, acting: Acting = Acting(), **kwargs: Any
+) -> tuple[Episode, Path]:
+    """`play_episode` recorded as `<stem>.mp4` (its frames) or, for a text agent, `<stem>.txt` (its transcript)."""
+    if text:
+        episode = play_episode(env, policy, seed, acting, record=True, **kwargs)
+        return episode, write_transcript(episode.transcript, stem.with_suffix(".txt"))
+    with VideoWriter(stem.with_suffix(".mp4"), fps) as writer:
+        episode = play_episode(env, policy, seed, acting, record=True, on_frame=writer.add, **kwargs)
+    return episode, writer.path

@@ -5,9 +5,10 @@ batch), so Lightning's per-step cost is paid once per chunk, not once per env st
 what is the same for every family: counters on the global env-step clock (all vector envs, all
 ranks), vector envs and episode bookkeeping, periodic deterministic evaluation and stop-on-solve, the
 metric writer and progress, the NaN guard, atomic checkpoints with each rank's loop state and RNG,
-resume, and the DDP checks. A family adds its learner (`build_learner`, `training_step`, the learner's
-checkpoint state) and names the network that acts (`policy`). Under DDP each rank owns its envs,
-gradients are averaged by DDP in `manual_backward`, and rank 0 evaluates and writes metrics.
+resume, the DDP checks, and training videos (`logger.video_every_env_steps`). A family adds its learner
+(`build_learner`, `training_step`, the learner's checkpoint state) and names the network that acts
+(`policy`). Under DDP each rank owns its envs, gradients are averaged by DDP in `manual_backward`, and
+rank 0 evaluates, records and writes metrics.
 """
 
 from __future__ import annotations
@@ -31,20 +32,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from pipeline.algos.evaluate import Evaluator
+from pipeline.algos.evaluate import EVAL_SEED_OFFSET, Evaluator, record_episode
 from pipeline.config.root import Config
-from pipeline.core.errors import ConfigError, DiskFull, RunFailure
+from pipeline.core.errors import ConfigError, DiskFull, RunFailure, disk_full_reason
 from pipeline.core.paths import weights_cache
 from pipeline.core.spec import EnvSpec
 from pipeline.core.startup import startup_s
-from pipeline.envs import make_vector_env
+from pipeline.envs import frame_rate, make_env, make_vector_env
 from pipeline.tracking.checkpoints import CHECKPOINT_DIR, LAST, atomic_save
 from pipeline.tracking.checkpoints import load as load_checkpoint
 from pipeline.tracking.metrics import MetricWriter, RunTarget
 
 log = logging.getLogger(__name__)
 
-EVAL_SEED_OFFSET = 1_000_000
 RESUME_SEED_STRIDE = 100_003
 
 
@@ -198,8 +198,12 @@ class EnvLoop(pl.LightningModule):
         self.start_learner()
         self.evaluator = None
         self.writer = None
+        self.video_env: gym.Env | None = None
+        self._video_step = -1
         if self.trainer.is_global_zero:
             self.evaluator = Evaluator(cfg.env, cfg.eval.episodes, cfg.seed + EVAL_SEED_OFFSET)
+            if cfg.logger.video_every_env_steps:
+                self.video_env = make_env(cfg.env, evaluation=True, render=True)
             if self.run_target is not None:
                 self.writer = MetricWriter(self.run_target, cfg.logger.flush_every_s)
                 # Start-up cost: process start (imports, env and network building) to the first env step.
@@ -219,11 +223,15 @@ class EnvLoop(pl.LightningModule):
         if self.trainer.world_size > 1:
             self._check_replicas_in_sync()
         self._save_checkpoint()
+        if self.video_env is not None and self._video_step != self.global_env_steps:
+            self._record_video()  # the trained agent, whatever step the schedule last fell on
         if self.writer is not None:
             self.writer.flush()
         self.env.close()
         if self.evaluator is not None:
             self.evaluator.close()
+        if self.video_env is not None:
+            self.video_env.close()
 
     # ----------------------------------------------------------------- episodes
     def record_step(
@@ -364,6 +372,9 @@ class EnvLoop(pl.LightningModule):
             self._evaluate()
             if self.cfg.eval.stop_on_solve and self.trainer.strategy.broadcast(self.solved, src=0):
                 self.trainer.should_stop = True
+        video_every = self.cfg.logger.video_every_env_steps
+        if video_every and step // video_every != chunk_start_step // video_every:
+            self._record_video()
         ckpt_every = self.cfg.checkpoint.every_env_steps
         if ckpt_every and step // ckpt_every != chunk_start_step // ckpt_every:
             self._save_checkpoint()
@@ -406,6 +417,37 @@ class EnvLoop(pl.LightningModule):
             if self.evaluator.success is not None:
                 metrics["eval/success_rate"] = float(self.evaluator.success.mean())
             self.writer.log(metrics, step)
+
+    def _record_video(self) -> None:
+        """One greedy evaluation episode (the first evaluation seed), its raw rendered frames as
+        `<run dir>/videos/step_<env step>.mp4` (a text agent's transcript: `transcripts/step_<env step>.txt`),
+        logged under the same folder."""
+        if self.video_env is None:
+            return
+        step = self.global_env_steps
+        self._video_step = step
+        policy, seed = self.policy, self.cfg.seed + EVAL_SEED_OFFSET
+        stem = (
+            Path(self.trainer.default_root_dir)
+            / ("transcripts" if self.spec.is_text else "videos")
+            / f"step_{step:09d}"
+        )
+        fps = frame_rate(self.video_env, self.cfg.env)
+        was_training = policy.training
+        policy.eval()
+        try:
+            episode, path = record_episode(
+                self.video_env, policy, seed, stem, fps, self.spec.is_text, device=self.device
+            )
+        except OSError as ex:
+            if disk_full_reason(ex) is None:
+                raise
+            raise DiskFull(stem.parent, what=f"at step {step} writing a video into") from ex
+        finally:
+            policy.train(was_training)
+        if self.writer is not None:
+            self.writer.client.log_artifact(self.writer.target.run_id, str(path), path.parent.name)
+            self.writer.log({"video/return": episode.ret, "video/length": float(episode.length)}, step)
 
     def _check_replicas_in_sync(self) -> None:
         """DDP's promise, verified: every rank ends with bit-identical weights, or the run fails."""

@@ -1,5 +1,5 @@
 """From Hydra's composed config to the typed `Config`, once per job: `auto` values resolved (observation
-mode, freezing, threads), every string checked to be UTF-8, then `validate`. Also a run dir's saved
+mode, freezing, threads, videos), every string checked to be UTF-8, then `validate`. Also a run dir's saved
 config back into the schema (`resume=`)."""
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def to_config(cfg: DictConfig, validate: bool = True) -> Config:
     resolve_obs_mode(conf)
     resolve_freeze(conf)
     resolve_threads(conf)
+    resolve_videos(conf)
     if "env.id" in command_line_keys() and "env.solved_return" not in command_line_keys():
         conf.env.solved_return = None  # another env than the option's: its own reward_threshold, not the option's
     if conf.env.kind == "textworld" and not conf.env.textworld.cache_dir:  # generated games live with the outputs
@@ -110,6 +111,14 @@ def resolve_freeze(cfg: Config) -> None:
 
         accelerator = "gpu" if cuda_devices() else "cpu"
     b.freeze = "none" if accelerator in ("gpu", "cuda") else "all"
+
+
+def resolve_videos(cfg: Config) -> None:
+    """`logger.video_every_env_steps=null`: a pixel agent is worth watching, so it records an episode at half
+    its budget and at the end; a state-vector or text agent records none unless asked."""
+    lg = cfg.logger
+    if lg.video_every_env_steps is None:
+        lg.video_every_env_steps = max(1, cfg.total_env_steps // 2) if cfg.env.obs_mode == "pixels" else 0
 
 
 def resolve_threads(cfg: Config) -> None:

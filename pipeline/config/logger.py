@@ -20,8 +20,11 @@ class LoggerConfig:
     run_name: str | None = None
     log_model: bool = True
     flush_every_s: float = 5.0
+    video_every_env_steps: int | None = None  # None = auto (config/load.py: resolve_videos)
 
 
 def check_logger(lg: LoggerConfig) -> None:
     one_of(lg.name, LOGGERS, "logger.name")
     require(lg.flush_every_s >= 0, "logger.flush_every_s", lg.flush_every_s, "must be >= 0")
+    every = lg.video_every_env_steps
+    require(every is None or every >= 0, "logger.video_every_env_steps", every, "must be >= 0 (0 = no videos)")

@@ -13,6 +13,10 @@ class ConfigError(ValueError):
     """A bad configuration or input. The message is shown to the user as is, on one line."""
 
 
+class CannotRender(ConfigError):
+    """An env asked for frames (pixel observations, a video) that draws none."""
+
+
 def one_line(ex: BaseException) -> str:
     """Squash an exception (and its cause) into a single readable line.
 

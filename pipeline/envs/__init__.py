@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from pipeline.config.env import EnvConfig
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import CannotRender, ConfigError
 from pipeline.core.spec import EnvSpec
 from pipeline.envs.text import TextVectorEnv
 
@@ -33,7 +33,7 @@ if TRAFFIC_LIGHT_TEXT_ID not in gym.registry:
 TEXT_KINDS = ("text", "textworld")
 
 
-def _builder(kind: str) -> Callable[[EnvConfig, bool], gym.Env]:
+def _builder(kind: str) -> Callable[[EnvConfig, bool, bool], gym.Env]:
     if kind == "gym":
         from pipeline.envs.classic import make
     elif kind == "atari":
@@ -51,9 +51,28 @@ def _builder(kind: str) -> Callable[[EnvConfig, bool], gym.Env]:
     return make
 
 
-def make_env(cfg: EnvConfig, evaluation: bool = False) -> gym.Env:
-    """One env. `evaluation=True` gives the held-out variant where a family has one (digits)."""
-    return _builder(cfg.kind)(cfg, evaluation)
+def make_env(cfg: EnvConfig, evaluation: bool = False, render: bool = False) -> gym.Env:
+    """One env. `evaluation=True` gives the held-out variant where a family has one (digits); `render=True`
+    one whose `render()` returns the raw RGB frame (videos), refused with `CannotRender` if it draws none."""
+    return _builder(cfg.kind)(cfg, evaluation, render)
+
+
+def frame_rate(env: gym.Env, cfg: EnvConfig) -> float:
+    """Frames per second that play a recorded episode at the game's speed: one frame per agent step, and an
+    Atari agent steps every `frame_skip` emulator frames."""
+    fps = float(env.metadata.get("render_fps") or 30)
+    return max(1.0, fps / cfg.frame_skip) if cfg.kind == "atari" else fps
+
+
+def check_renders(cfg: EnvConfig, fix: str) -> None:
+    """Refuse, before any run exists, a video from an env that draws no frames (text envs write transcripts)."""
+    if cfg.kind in TEXT_KINDS:
+        return
+    try:
+        env = make_env(cfg, evaluation=True, render=True)
+    except CannotRender as ex:
+        raise CannotRender(f"{ex}; {fix}") from None
+    env.close()
 
 
 def make_vector_env(
@@ -64,7 +83,7 @@ def make_vector_env(
     build = _builder(cfg.kind)
 
     def one() -> gym.Env:
-        env = build(cfg, evaluation)
+        env = build(cfg, evaluation, False)
         return wrap(env) if wrap is not None else env
 
     if cfg.kind in TEXT_KINDS:

@@ -40,7 +40,7 @@ class FireOnStart(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make(cfg: EnvConfig, evaluation: bool = False) -> gym.Env:
+def make(cfg: EnvConfig, evaluation: bool = False, render: bool = False) -> gym.Env:
     try:
         import ale_py
     except ImportError:
@@ -48,6 +48,8 @@ def make(cfg: EnvConfig, evaluation: bool = False) -> gym.Env:
     gym.register_envs(ale_py)
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per env
     kwargs: dict = {"frameskip": 1, "repeat_action_probability": cfg.sticky_actions}
+    if render:  # `env.render()` gives the full-colour 210x160 screen; observations are unchanged
+        kwargs["render_mode"] = "rgb_array"
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps * cfg.frame_skip  # the base env counts frames
     try:

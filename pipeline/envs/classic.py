@@ -7,7 +7,7 @@ import gymnasium as gym
 import numpy as np
 
 from pipeline.config.env import EnvConfig
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import CannotRender, ConfigError
 
 # gymnasium's GrayscaleObservation weights, applied in float32: the same frames (equal on CartPole's
 # renders, tested), ~10x faster than its float64 multiply-and-sum (6.7 -> 0.7 ms per 600x400 frame).
@@ -20,12 +20,29 @@ def grayscale(env: gym.Env) -> gym.Env:
     return gym.wrappers.TransformObservation(env, lambda obs: (obs @ LUMA).astype(np.uint8), space)
 
 
-def make(cfg: EnvConfig, evaluation: bool = False) -> gym.Env:
+def _check_renders(cfg: EnvConfig, pixels: bool) -> None:
+    """gymnasium passes `render_mode` to the env's constructor, which fails obscurely when the env draws
+    nothing (our traffic light): refuse by its declared render modes first."""
+    try:
+        creator = gym.envs.registration.load_env_creator(gym.spec(cfg.id).entry_point)
+    except (gym.error.Error, ImportError, AttributeError):
+        return  # an unknown id: gym.make below says so
+    modes = list(getattr(creator, "metadata", {}).get("render_modes", ["rgb_array"]))
+    if "rgb_array" not in modes:
+        fix = "; observe its state instead (env.obs_mode=state)" if pixels else ""
+        raise CannotRender(
+            f"env.id={cfg.id} cannot render frames (its render modes: {', '.join(modes) or 'none'}){fix}"
+        )
+
+
+def make(cfg: EnvConfig, evaluation: bool = False, render: bool = False) -> gym.Env:
+    """`render=True`: `env.render()` returns the raw RGB frame (evaluation videos), whatever the observations."""
     kwargs: dict = {}
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
     pixels = cfg.obs_mode == "pixels"
-    if pixels:
+    if pixels or render:
+        _check_renders(cfg, pixels)
         kwargs["render_mode"] = "rgb_array"
     try:
         env = gym.make(cfg.id, **kwargs)

@@ -64,5 +64,5 @@ class DigitsBandit(gym.Env):
         return self.images[self.index].transpose(1, 2, 0)
 
 
-def make(cfg: EnvConfig, evaluation: bool = False) -> gym.Env:
+def make(cfg: EnvConfig, evaluation: bool = False, render: bool = False) -> gym.Env:
     return DigitsBandit(cfg.frame_size, evaluation)

@@ -72,7 +72,7 @@ class MinAtarEnv(gym.Env):
         return self._obs(), float(reward), bool(done), False, {}
 
 
-def make(cfg: EnvConfig, evaluation: bool = False) -> gym.Env:
+def make(cfg: EnvConfig, evaluation: bool = False, render: bool = False) -> gym.Env:
     game = cfg.id.removeprefix("MinAtar/").lower()
     if game not in GAMES:
         raise ConfigError(f"env.id={cfg.id}: not a MinAtar game; use one of {', '.join(GAMES)}")

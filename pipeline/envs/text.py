@@ -92,7 +92,7 @@ class TextVectorEnv:
             env.close()
 
 
-def make(cfg: Any, evaluation: bool = False) -> gym.Env:
+def make(cfg: Any, evaluation: bool = False, render: bool = False) -> gym.Env:
     """A registered text toy by id (`pipeline/TrafficLightText-v0`); no env checker: strings are not arrays."""
     from pipeline.core.errors import ConfigError
 

@@ -254,7 +254,7 @@ def make_split(cfg: EnvConfig, split: str, root: Path | None = None) -> TextWorl
     return TextWorldEnv(files, tw.intermediate_rewards, cfg.max_episode_steps)
 
 
-def make(cfg: EnvConfig, evaluation: bool = False) -> gym.Env:
+def make(cfg: EnvConfig, evaluation: bool = False, render: bool = False) -> gym.Env:
     """Training games, or for `evaluation` the held-out games (the training games when there are none)."""
     split = "held_out" if evaluation and cfg.textworld.held_out_games > 0 else "train"
     return make_split(cfg, split)

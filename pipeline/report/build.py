@@ -15,7 +15,9 @@ from pipeline.report.data import (
     client_for,
     find_parent,
     group_runs,
+    load_evaluation,
     load_run,
+    newest_video,
     search_all,
 )
 from pipeline.report.render import html_page, markdown, plot_curves, plot_final
@@ -55,6 +57,7 @@ def make_report(
         if data is None:
             left_out.append(f"{name}: FINISHED without any `{metric}` point")
         else:
+            data.video, data.evaluation = newest_video(client, child), load_evaluation(client, child)
             runs.append(data)
     if not runs:
         raise ConfigError(

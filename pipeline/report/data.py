@@ -38,6 +38,20 @@ class RunData:
     history: dict[int, float]
     final: float
     threshold: float | None
+    video: str | None = None  # the newest training video's artifact URI
+    evaluation: Evaluation | None = None  # the newest `python -m pipeline.evaluate` run of its policy
+
+
+@dataclass
+class Evaluation:
+    """An evaluation run's statistics (pipeline/evaluate/job.py), as the report quotes them."""
+
+    run_id: str
+    episodes: int
+    iqm: float
+    ci: tuple[float, float]
+    mean: float
+    video: str | None  # its first recorded episode's artifact URI
 
 
 @dataclass
@@ -146,6 +160,33 @@ def load_run(client: Any, run: Any, metric: str) -> RunData | None:
     final = run.data.metrics.get(FINAL_METRIC, history[max(history)])
     params = dict(run.data.params)
     return RunData(run.info.run_id, run.info.run_name or run.info.run_id, params, history, final, _threshold_of(params))
+
+
+def newest_video(client: Any, run: Any) -> str | None:
+    """The last file under the run's `videos/` artifacts (training videos are named by zero-padded step)."""
+    videos = sorted(a.path for a in client.list_artifacts(run.info.run_id, "videos") if a.path.endswith(".mp4"))
+    return f"{run.info.artifact_uri.rstrip('/')}/{videos[-1]}" if videos else None
+
+
+def load_evaluation(client: Any, run: Any) -> Evaluation | None:
+    """The newest finished evaluation run of this training run (tag `evaluation_of`), if any."""
+    found = client.search_runs(
+        [run.info.experiment_id],
+        f"tags.evaluation_of = '{run.info.run_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not found or "eval/return_iqm" not in found[0].data.metrics:
+        return None
+    m = found[0].data.metrics
+    return Evaluation(
+        found[0].info.run_id,
+        int(m.get("eval/episodes", 0)),
+        m["eval/return_iqm"],
+        (m["eval/return_iqm_ci_low"], m["eval/return_iqm_ci_high"]),
+        m["eval/return_mean"],
+        newest_video(client, found[0]),
+    )
 
 
 def _ignored(key: str) -> bool:

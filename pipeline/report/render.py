@@ -70,6 +70,31 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _runs_table(report: Report) -> tuple[list[str], list[list[tuple[str, str | None]]]]:
+    """One row per run: its final score, its newest evaluation (`python -m pipeline.evaluate`) and its newest
+    video. Cells are (text, link or None)."""
+    header = ["run", "group", "seed", "final", f"evaluation IQM [{CONFIDENCE:.0%} CI]", "video"]
+    rows = []
+    for g in report.groups:
+        for r in g.runs:
+            e = r.evaluation
+            evaluation: tuple[str, str | None] = ("–", None)
+            if e is not None:
+                evaluation = (f"{fmt(e.iqm)} [{fmt(e.ci[0])}, {fmt(e.ci[1])}] over {e.episodes} episodes", e.video)
+            video = r.video or (e.video if e is not None else None)
+            rows.append(
+                [
+                    (r.name, None),
+                    (g.label, None),
+                    (r.params.get("seed", "?"), None),
+                    (fmt(r.final), None),
+                    evaluation,
+                    ("mp4" if video else "–", video),
+                ]
+            )
+    return header, rows
+
+
 def _notes(report: Report) -> list[str]:
     notes = [
         f"IQM = interquartile mean over seeds of `{FINAL_METRIC}`; intervals are {CONFIDENCE:.0%} stratified "
@@ -113,10 +138,23 @@ def markdown(report: Report) -> str:
     for g in report.groups:
         values = ", ".join(f"`{k}={v}`" for k, v in g.values.items()) or "—"
         lines.append(f"- **{g.label}**: {values}; seeds {g.seeds}")
+    run_header, run_rows = _runs_table(report)
+    lines += ["", "## Runs", "", "| " + " | ".join(run_header) + " |", "|" + "---|" * len(run_header)]
+    for row in run_rows:
+        cells = [f"[{text}]({link})" if link else text for text, link in row]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", _runs_note(), ""]
     lines += ["", "## Runs left out", ""]
     lines += [f"- {x}" for x in report.left_out] or ["none"]
     lines += ["", "## Command", "", "```", report.command, "```", ""]
     return "\n".join(lines)
+
+
+def _runs_note() -> str:
+    return (
+        "Evaluation: the newest `python -m pipeline.evaluate` run of the run's policy (IQM over its episodes, "
+        "rliable's bootstrap CI); video: the run's newest training video, else its evaluation's."
+    )
 
 
 def _inline_html(text: str) -> str:
@@ -140,6 +178,16 @@ def html_page(report: Report) -> str:
         for g in report.groups
     )
     left_out = "".join(f"<li>{_inline_html(x)}</li>\n" for x in report.left_out) or "<li>none</li>\n"
+    run_header, run_rows = _runs_table(report)
+    runs = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in run_header) + "</tr>\n"
+    runs += "".join(
+        "<tr>"
+        + "".join(
+            f'<td><a href="{esc(link)}">{esc(text)}</a></td>' if link else f"<td>{esc(text)}</td>" for text, link in row
+        )
+        + "</tr>\n"
+        for row in run_rows
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Sweep report: {esc(report.title)}</title>
 <style>
@@ -165,6 +213,10 @@ img {{ max-width: 100%; }} .note {{ color: #555; font-size: 0.9em; }}
 <p>Varying keys: {esc(", ".join(report.varying) or "none")}</p>
 <ul>
 {groups}</ul>
+<h2>Runs</h2>
+<table>
+{runs}</table>
+<p class="note">{_inline_html(_runs_note())}</p>
 <h2>Runs left out</h2>
 <ul>
 {left_out}</ul>

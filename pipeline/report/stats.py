@@ -120,3 +120,24 @@ def answer_lines(groups: list[GroupStats]) -> list[str]:
     if len(groups) < 2:
         return ["one group only (no config key varied among the finished runs): nothing to compare"]
     return [_compare(a, b) for a, b in itertools.combinations(groups, 2)]
+
+
+def episode_statistics(returns: np.ndarray) -> dict[str, float]:
+    """What a paper quotes for one policy's evaluation episodes: mean, IQM (each with its 95 % bootstrap
+    interval, rliable's, as for the report's groups), median, std, min and max."""
+    from rliable import metrics
+
+    x = np.asarray(returns, dtype=np.float64)
+    out = {
+        "mean": float(x.mean()),
+        "median": float(np.median(x)),
+        "std": float(x.std()),
+        "min": float(x.min()),
+        "max": float(x.max()),
+    }
+    if len(x) < 2:  # no resampling of a single episode: the interval is the point
+        out |= {"iqm": out["mean"], "iqm_ci_low": out["mean"], "iqm_ci_high": out["mean"]}
+        return out | {"mean_ci_low": out["mean"], "mean_ci_high": out["mean"]}
+    point, interval = _interval(x[:, None], lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)]))
+    out |= {"iqm": float(point[0]), "iqm_ci_low": float(interval[0, 0]), "iqm_ci_high": float(interval[1, 0])}
+    return out | {"mean_ci_low": float(interval[0, 1]), "mean_ci_high": float(interval[1, 1])}

@@ -68,10 +68,12 @@ def prepare(raw: DictConfig) -> Job:
     job = Job(cfg, resumption, notes=[] if resuming else freeze_notes(raw, cfg))
     if job.stage == "rl":  # an algorithm that cannot use the env is refused before Lightning loads
         from pipeline.algos.build import check_env
-        from pipeline.envs import probe_env
+        from pipeline.envs import check_renders, probe_env
 
         job.spec = probe_env(cfg.env)
         check_env(cfg, job.spec)
+        if cfg.logger.video_every_env_steps:
+            check_renders(cfg.env, "it cannot give training videos; set logger.video_every_env_steps=0")
     return job
 
 

@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 import torch
 
 from pipeline.algos.build import build_module
-from pipeline.algos.evaluate import Evaluator
-from pipeline.algos.loop import EVAL_SEED_OFFSET, EnvLoop
+from pipeline.algos.evaluate import EVAL_SEED_OFFSET, Evaluator
+from pipeline.algos.loop import EnvLoop
 from pipeline.config.root import Config
 from pipeline.core.quiet import silence_known_noise
 from pipeline.core.spec import EnvSpec

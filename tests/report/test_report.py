@@ -180,3 +180,47 @@ def test_explicit_threshold_and_bad_input(tmp_path: Path, capsys: pytest.Capture
         empty.mkdir()
         MlflowClient(tracking_uri=_uri(empty)).create_experiment("pipeline")
         make_report(_uri(empty), out=out)
+
+
+def test_report_links_each_runs_newest_video_and_its_evaluation(tmp_path: Path) -> None:
+    sweep_id = _sweep(tmp_path, [480.0, 495.0, 500.0], [150.0, 210.0, 190.0])
+    client = MlflowClient(tracking_uri=_uri(tmp_path))
+    jobs = client.search_runs(
+        [client.get_experiment_by_name("pipeline").experiment_id],
+        f"tags.sweep_id = '{sweep_id}' and attributes.status = 'FINISHED'",
+    )
+    job = next(r for r in jobs if r.info.run_id != sweep_id and r.data.params["seed"] == "1")
+    for step in (256, 1024):  # the newest (highest step) is the one linked
+        video = tmp_path / f"step_{step:09d}.mp4"
+        video.write_bytes(b"\0")
+        client.log_artifact(job.info.run_id, str(video), "videos")
+    evaluation = client.create_run(
+        job.info.experiment_id,
+        run_name="eval",
+        tags={"evaluation": "true", "evaluation_of": job.info.run_id, "mlflow.parentRunId": job.info.run_id},
+    )
+    client.log_batch(
+        evaluation.info.run_id,
+        metrics=[
+            Metric(k, v, 0, 0)
+            for k, v in {
+                "eval/return_iqm": 498.5,
+                "eval/return_iqm_ci_low": 490.0,
+                "eval/return_iqm_ci_high": 500.0,
+                "eval/return_mean": 497.0,
+                "eval/episodes": 30.0,
+            }.items()
+        ],
+    )
+    client.set_terminated(evaluation.info.run_id, "FINISHED")
+
+    md = make_report(_uri(tmp_path), sweep=sweep_id, out=tmp_path / "reports").read_text()
+    runs = md.split("## Runs\n")[1].split("## Runs left out")[0]
+    [row] = [line for line in runs.splitlines() if line.startswith(f"| {job.info.run_name} |")]
+    assert "498.5 [490.0, 500.0] over 30 episodes" in row
+    assert f"[mp4]({job.info.artifact_uri}/videos/step_000001024.mp4)" in row
+    others = [line for line in runs.splitlines() if line.startswith("| job-") and line != row]
+    assert len(others) == 5 and all(line.endswith("| – | – |") for line in others)
+    assert _table(md)["backbone.weights=tf_efficientnet_lite0.safetensors"][0] == 3  # the evaluation is no job
+    page = (tmp_path / "reports" / sweep_id / "report.html").read_text()
+    assert f'<a href="{job.info.artifact_uri}/videos/step_000001024.mp4">mp4</a>' in page

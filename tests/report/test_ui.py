@@ -1,8 +1,10 @@
-"""The MLflow UI, really used: `mlflow server` over a grid's store, headless Chromium on the compare-runs page.
+"""The MLflow UI, really used: `mlflow server` over a grid's store, headless Chromium on its pages.
 
 Two runs of a real multirun grid fill a fresh store; the server runs on 127.0.0.1; Chromium renders the
-compare-runs page of both runs. The page must name both runs and draw a plotly chart with a logged metric on it;
-the same page for a run id that does not exist must not (so the check can fail). The screenshot is kept under
+compare-runs page of both runs, and the artifact view of an evaluation run's video. The compare page must
+name both runs and draw a plotly chart with a logged metric on it; the same page for a run id that does not
+exist must not (so the check can fail). The artifact view must hold a <video> player fed with the mp4's bytes;
+a training run's artifact view holds none. The screenshot is kept under
 `<outputs>/ui/compare-runs.png`, and copied to docs/img/ when PIPELINE_KEEP_SCREENSHOT=1 (the README image).
 """
 
@@ -54,7 +56,15 @@ def chromium() -> str:
     return exe
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One store for the module: the grid, its server and the evaluation run are shared by its tests."""
+    out = tmp_path_factory.mktemp("ui") / "outputs"
+    out.mkdir()
+    return out
+
+
+@pytest.fixture(scope="module")
 def grid(outputs: Path) -> Grid:
     """A two-job multirun of the real CLI (seed=0,1) with tiny budgets, into `<outputs>/mlflow.db`."""
     proc = run_cli(["-m", "seed=0,1", *TINY], outputs)
@@ -89,7 +99,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def mlflow_server(grid: Grid, outputs: Path) -> Iterator[str]:
     """`mlflow server` over the grid's store on a free 127.0.0.1 port; yields the base URL the browser uses."""
     port = _free_port()
@@ -239,3 +249,58 @@ def test_compare_runs_page_shows_both_runs_and_a_metric_chart(
     )
     problems = compare_page_problems(dom, grid)
     assert any("not shown" in p for p in problems) and any("chart" in p for p in problems), problems
+
+
+class _Videos(HTMLParser):
+    """The <video> elements of a DOM dump and their sources (`src` on the element or a <source> child)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        self.count = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "video":
+            self.count += 1
+        if tag in ("video", "source") and dict(attrs).get("src"):
+            self.sources.append(dict(attrs)["src"] or "")
+
+
+def artifact_url(base: str, experiment_id: str, run_id: str, path: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+
+
+def test_the_evaluation_runs_video_plays_in_the_artifact_view(
+    chromium: str, grid: Grid, mlflow_server: str, outputs: Path
+) -> None:
+    from pipeline.evaluate.__main__ import main as evaluate_main
+
+    trained = next(iter(grid.runs))
+    assert evaluate_main([f"model={trained}", "episodes=2", "video=true", f"paths.outputs={outputs}"]) == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{outputs}/mlflow.db")
+    [evaluation] = client.search_runs([grid.experiment_id], f"tags.evaluation_of = '{trained}'")
+    browse = ("--no-proxy-server", f"--host-resolver-rules=MAP {ALIAS} 127.0.0.1")
+    url = artifact_url(mlflow_server, grid.experiment_id, evaluation.info.run_id, "videos/episode_0.mp4")
+    dom = render(chromium, url, outputs / "ui" / "evaluation-video.png", extra_args=browse)
+    (outputs / "ui" / "evaluation-video.html").write_text(dom)
+    videos = _Videos()
+    videos.feed(dom)
+    assert videos.count == 1, f"{url}: {videos.count} <video> elements (page in {outputs / 'ui'})"
+    # The UI fetched the file and hands the player its bytes as a blob: the mp4 is what plays.
+    assert len(videos.sources) == 1 and videos.sources[0].startswith("blob:"), videos.sources
+    page = _PageText()
+    page.feed(dom)
+    assert {"episode_0.mp4", "episodes.csv", "summary.json"} <= set(page.text), page.text
+
+    # The training run's own artifact page shows no video: the check can fail.
+    dom = render(
+        chromium,
+        artifact_url(mlflow_server, grid.experiment_id, trained, "config.yaml"),
+        outputs / "ui" / "training-artifacts.png",
+        extra_args=browse,
+    )
+    videos = _Videos()
+    videos.feed(dom)
+    page = _PageText()
+    page.feed(dom)
+    assert videos.count == 0 and "config.yaml" in set(page.text)
