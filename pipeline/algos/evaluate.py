@@ -49,6 +49,11 @@ class Acting:
     def choose_text(
         self, policy: Any, states: list[str], commands: list[list[str]], rng: np.random.Generator
     ) -> list[int]:
+        if self.stochastic and self.logits:  # a text actor-critic: its DRRN scores are each state's logits
+            with torch.no_grad():
+                scores, counts = policy.q_values(states, commands)
+            parts = torch.split(scores, counts)
+            return [int(self.choose(part[None], rng)[0]) if part.numel() else 0 for part in parts]
         chosen = list(policy.act_text(states, commands))
         if self.stochastic:
             for i, options in enumerate(commands):
@@ -73,17 +78,16 @@ class Evaluator:
         self.env: gym.vector.VectorEnv | TextVectorEnv = make_vector_env(cfg, episodes, evaluation=evaluation)
         self.seeds = [seed + i for i in range(episodes)]
         self.success: np.ndarray | None = None
-        self.lengths: np.ndarray | None = None
 
     @torch.no_grad()
-    def run(self, policy: Any, device: torch.device, acting: Acting = Acting(), rng_seed: int = 0) -> np.ndarray:
-        was_training = getattr(policy, "training", False)
+    def run(self, policy: Any, device: torch.device) -> np.ndarray:
+        """The greedy policy's return on each episode."""
+        was_training = policy.training
         policy.eval()
-        rng = np.random.default_rng(rng_seed)
+        acting, rng = Acting(), np.random.default_rng(0)  # greedy: the generator is never drawn from
         obs, _ = self.env.reset(seed=self.seeds)
         n = len(self.seeds)
         returns = np.zeros(n, dtype=np.float64)
-        lengths = np.zeros(n, dtype=np.int64)
         running = np.ones(n, dtype=bool)
         text = isinstance(self.env, TextVectorEnv)
         success = np.zeros(n, dtype=bool)
@@ -94,13 +98,11 @@ class Evaluator:
                 actions = act(policy, obs, acting, rng, device)
             obs, rewards, terminated, truncated, info = self.env.step(actions)
             returns += rewards * running
-            lengths += running
             done = terminated | truncated
             if text:
                 success |= running & done & info["won"]
             running &= ~done
         self.success = success if text and self.env.reports_wins else None
-        self.lengths = lengths
         policy.train(was_training)
         return returns
 
@@ -115,9 +117,8 @@ class Episode:
     seed: int
     ret: float = 0.0
     length: int = 0
-    success: bool | None = (
-        None  # the env's own verdict (a won text game, gymnasium's `is_success`); None if it gives none
-    )
+    # The env's own verdict (a won text game, gymnasium's `is_success`); None if it gives none.
+    success: bool | None = None
     observations: list[np.ndarray] = field(default_factory=list)  # what the policy saw, one per action
     actions: list[int] = field(default_factory=list)
     transcript: list[str] = field(default_factory=list)  # text envs: what the agent read and chose
@@ -134,9 +135,8 @@ def play_episode(
     device: torch.device | None = None,
     on_frame: Callable[[np.ndarray], None] | None = None,
 ) -> Episode:
-    """One episode on one env. `record`: each rendered RGB frame, one per action (the env built with
-    `render=True`), goes to `on_frame`; a text env (strings in, an index into `info["admissible"]` out) keeps a
-    transcript instead."""
+    """One episode on one env. `on_frame` receives each rendered RGB frame, one per action (the env built with
+    `render=True`); `record` keeps a text env's transcript (strings in, an index into `info["admissible"]` out)."""
     rng = rng if rng is not None else np.random.default_rng(seed)
     device = device or torch.device("cpu")
     episode = Episode(seed)
@@ -159,7 +159,7 @@ def play_episode(
                     f"> {chosen}",
                 ]
         else:
-            if record and on_frame is not None:
+            if on_frame is not None:
                 on_frame(np.asarray(env.render()))
             if keep_observations:
                 episode.observations.append(np.asarray(obs))
@@ -190,5 +190,5 @@ def record_episode(
         episode = play_episode(env, policy, seed, acting, record=True, **kwargs)
         return episode, write_transcript(episode.transcript, stem.with_suffix(".txt"))
     with VideoWriter(stem.with_suffix(".mp4"), fps) as writer:
-        episode = play_episode(env, policy, seed, acting, record=True, on_frame=writer.add, **kwargs)
+        episode = play_episode(env, policy, seed, acting, on_frame=writer.add, **kwargs)
     return episode, writer.path

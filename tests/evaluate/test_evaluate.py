@@ -209,6 +209,21 @@ def test_stochastic_acting_samples_logits_and_explores_values() -> None:
     assert (Acting().choose(values, rng) == 0).all()
 
 
+def test_a_sampled_text_actor_critic_draws_from_each_states_own_commands() -> None:
+    """Text PPO's logits are its DRRN scores over each state's commands (no ε: it has no eps_end)."""
+
+    class Scores:
+        def q_values(self, states: list[str], commands: list[list[str]]) -> tuple[torch.Tensor, list[int]]:
+            return torch.tensor([0.0, float(np.log(3.0)), 5.0][: sum(map(len, commands))]), [len(c) for c in commands]
+
+    rng = np.random.default_rng(0)
+    acting = Acting(stochastic=True, logits=True)
+    draws = [acting.choose_text(Scores(), ["s", "t"], [["a", "b"], ["c"]], rng) for _ in range(4000)]
+    assert 0.72 < np.mean([d[0] for d in draws]) < 0.78  # p(b) = 3 / (1 + 3)
+    assert {d[1] for d in draws} == {0}  # a single command is always it
+    assert acting.choose_text(Scores(), ["s", "t"], [["a", "b"], []], rng)[1] == 0  # nothing to choose
+
+
 def test_episode_statistics_are_the_reports_interquartile_mean_with_an_interval() -> None:
     import scipy.stats
 
