@@ -12,12 +12,15 @@ transition costs one 84x84 frame plus a few bytes, not two stacks of four.
 from __future__ import annotations
 
 import json
+import logging
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from pipeline.algos.sumtree import SumTree
+
+_log = logging.getLogger(__name__)
 
 
 class Batch(NamedTuple):
@@ -58,7 +61,9 @@ class ReplayBuffer:
         n_step: int = 1,
         gamma: float = 0.99,
         priority_alpha: float | None = None,
+        action_shape: tuple[int, ...] = (),
     ):
+        """`action_shape` () stores one discrete action index per transition; (A,) a float action vector."""
         self.num_envs = num_envs
         self.k = frame_stack
         self.n_step = n_step
@@ -70,7 +75,8 @@ class ReplayBuffer:
         # For frame stacks the item is one frame: obs[:, -1] of a [k, H, W] observation.
         self.item_shape = tuple(item_shape[1:]) if frame_stack > 1 else tuple(item_shape)
         self.items = torch.empty((*shape, *self.item_shape), dtype=_torch_dtype(item_dtype), device=self.device)
-        self.actions = torch.empty(shape, dtype=torch.long, device=self.device)
+        action_dtype = torch.float32 if action_shape else torch.long
+        self.actions = torch.empty((*shape, *action_shape), dtype=action_dtype, device=self.device)
         self.rewards = torch.empty(shape, dtype=torch.float32, device=self.device)
         self.terminated = torch.empty(shape, dtype=torch.float32, device=self.device)
         self.truncated = torch.zeros(shape, dtype=torch.bool, device=self.device)  # cut by a time limit
@@ -380,3 +386,47 @@ class TextReplay:
         self.terminated[:n] = state["terminated"].numpy()
         self.cursor = int(state["cursor"])
         self.rng.bit_generator.state = json.loads(state["rng"])
+
+
+class ReplayCheckpoint:
+    """What every learner with a `ReplayBuffer` checkpoints the same way (DQN, SAC, TD3): the buffer when it fits
+    under `checkpoint.buffer_max_gb`, whether a resume restored it, and how full it must be before updates.
+    Expects `self.buffer`, `self.cfg`, `self.loop`, `self.resume_from` and `self._items(obs)`."""
+
+    restored_buffer = False
+    _warned_buffer = False
+
+    def learner_state(self) -> dict | None:
+        ckpt = self.cfg.checkpoint
+        if not ckpt.buffer:
+            return None
+        if self.buffer.nbytes() > ckpt.buffer_max_gb * 2**30:
+            if not self._warned_buffer:
+                _log.warning(
+                    "replay buffer (%.1f GB) is above checkpoint.buffer_max_gb=%s: checkpoints leave it out "
+                    "and a resumed run refills it",
+                    self.buffer.nbytes() / 2**30,
+                    ckpt.buffer_max_gb,
+                )
+                self._warned_buffer = True
+            return None
+        return {"buffer": self.buffer.state_dict(self._items(self.loop.obs))}
+
+    def load_learner_state(self, state: dict | None) -> None:
+        if state is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        self.restored_buffer = state is not None
+
+    def replay_min_fill(self, batch_size: int, learning_starts: int, buffer_size: int, world_size: int) -> int:
+        """Transitions this rank's buffer holds before a gradient step samples it: a batch, and after a resume
+        without the buffer, `learning_starts` again (shared among the ranks)."""
+        refill = self.resume_from is not None and not self.restored_buffer
+        per_rank_start = learning_starts // world_size
+        return min(max(batch_size, per_rank_start if refill else 0), buffer_size)
+
+    def replay_start_metrics(self) -> dict[str, float]:
+        if self.resume_from is not None:
+            run_id = self.writer.target.run_id
+            self.writer.client.set_tag(run_id, "resume_buffer_restored", str(self.restored_buffer).lower())
+            self.writer.client.set_tag(run_id, "resume_buffer_size", str(self.buffer.stored()))
+        return {"replay/bytes_per_transition": self.buffer.bytes_per_transition()}

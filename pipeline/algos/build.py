@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.config.algo import DQNConfig, PolicyGradientConfig, TabularConfig
+from pipeline.config.algo import ContinuousQConfig, DQNConfig, PolicyGradientConfig, TabularConfig
 from pipeline.config.root import Config
 from pipeline.core.errors import ConfigError
 from pipeline.core.spec import EnvSpec
@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the learners import Lightning; check_env must not (the CLI 
 def check_env(cfg: Config, spec: EnvSpec) -> None:
     """Refuse an algorithm on an observation space it cannot use, naming the fix, before anything runs."""
     tabular = isinstance(cfg.algo, TabularConfig)
+    _check_actions(cfg, spec)
     if cfg.reward.name == "lm_similarity" and not spec.is_text and not tabular:
         raise ConfigError(
             f"reward=lm_similarity: env={cfg.env.name} has no text to compare with the goal; use a text env "
@@ -56,6 +57,26 @@ def check_env(cfg: Config, spec: EnvSpec) -> None:
         )
 
 
+def _check_actions(cfg: Config, spec: EnvSpec) -> None:
+    """An algorithm on the action space it was built for: Q-values over a finite set, or a squashed Gaussian."""
+    continuous_only = isinstance(cfg.algo, ContinuousQConfig)
+    if spec.continuous and isinstance(cfg.algo, DQNConfig | TabularConfig):
+        raise ConfigError(
+            f"algo={cfg.algo.name}: env={cfg.env.name} has continuous actions ({spec.n_actions}-dimensional Box); "
+            "use algo=sac, td3 or ppo"
+        )
+    if continuous_only and not spec.continuous:
+        raise ConfigError(
+            f"algo={cfg.algo.name}: env={cfg.env.name} has discrete actions ({spec.n_actions} of them); "
+            f"{cfg.algo.name} acts with a continuous policy: use algo=dqn, double_dqn or ppo"
+        )
+    if spec.continuous and cfg.distill.name != "none":
+        raise ConfigError(
+            f"distill={cfg.distill.name}: distillation matches discrete action distributions; env={cfg.env.name} "
+            "has continuous actions: set distill=none"
+        )
+
+
 def build_module(cfg: Config, spec: EnvSpec, weights_file: str | None = None) -> EnvLoop:
     """The learner for `cfg.algo`'s family (imported lazily: each pulls in only what it needs)."""
     if spec.is_text and isinstance(cfg.algo, PolicyGradientConfig):
@@ -74,6 +95,10 @@ def build_module(cfg: Config, spec: EnvSpec, weights_file: str | None = None) ->
         from pipeline.algos.tabular import Tabular
 
         return Tabular(cfg, spec)
+    if isinstance(cfg.algo, ContinuousQConfig):
+        from pipeline.algos.sac import ContinuousQ
+
+        return ContinuousQ(cfg, spec, weights_file=weights_file)
     assert isinstance(cfg.algo, PolicyGradientConfig)
     from pipeline.algos.policy_gradient import PolicyGradient
 

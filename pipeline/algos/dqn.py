@@ -8,7 +8,6 @@ submodule DDP ignores) syncs on every rank at the same step. The final evaluatio
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.algos.buffers import Batch, ReplayBuffer
+from pipeline.algos.buffers import Batch, ReplayBuffer, ReplayCheckpoint
 from pipeline.algos.loop import EnvLoop
 from pipeline.algos.optim import clip_grad_norm
 from pipeline.config.algo import DQNConfig
@@ -26,8 +25,6 @@ from pipeline.core.schedules import linear_schedule
 from pipeline.core.spec import EnvSpec
 from pipeline.networks.q import QNetwork, build_q_network, param_groups, target_copy
 from pipeline.tracking.metrics import RunTarget
-
-log = logging.getLogger(__name__)
 
 
 def bootstrap_target(
@@ -131,7 +128,7 @@ class ValueLearner(EnvLoop):
                 t.lerp_(o, tau)
 
 
-class DQN(ValueLearner):
+class DQN(ReplayCheckpoint, ValueLearner):
     def __init__(
         self, cfg: Config, spec: EnvSpec, run_target: RunTarget | None = None, weights_file: str | None = None
     ):
@@ -145,8 +142,6 @@ class DQN(ValueLearner):
         # Frozen-feature cache: the frozen encoder runs once per env step (on the vector envs' batch) and
         # the buffer stores its features; gradient steps and targets then run the heads alone.
         self.cache_features = self.q_net.encoder.frozen and cfg.backbone.cache_features
-        self.restored_buffer = False
-        self._warned_buffer = False
 
     @property
     def policy(self) -> QNetwork:
@@ -187,43 +182,16 @@ class DQN(ValueLearner):
         else:
             self.fwd = Forwards(q=compile_(self.q_net), target=compile_(self.target_net))
         self.q_net.eval()  # acting mode; gradient rounds switch to train mode
-        # A resume without the buffer waits until it holds learning_starts transitions again.
-        refill = self.resume_from is not None and not self.restored_buffer
-        per_rank_start = self.algo.learning_starts // self.trainer.world_size
-        self._min_fill = min(max(self.algo.batch_size, per_rank_start if refill else 0), self.algo.buffer_size)
+        a = self.algo
+        self._min_fill = self.replay_min_fill(a.batch_size, a.learning_starts, a.buffer_size, self.trainer.world_size)
 
     def start_metrics(self) -> dict[str, float]:
-        if self.resume_from is not None:
-            run_id = self.writer.target.run_id
-            self.writer.client.set_tag(run_id, "resume_buffer_restored", str(self.restored_buffer).lower())
-            self.writer.client.set_tag(run_id, "resume_buffer_size", str(self.buffer.stored()))
-        return {"replay/bytes_per_transition": self.buffer.bytes_per_transition()}
+        return self.replay_start_metrics()
 
     def train(self, mode: bool = True) -> DQN:
         super().train(mode)
         self.target_net.eval()
         return self
-
-    def learner_state(self) -> dict[str, Any] | None:
-        limit = self.cfg.checkpoint.buffer_max_gb * 2**30
-        if not self.cfg.checkpoint.buffer:
-            return None
-        if self.buffer.nbytes() > limit:
-            if not self._warned_buffer:
-                log.warning(
-                    "replay buffer (%.1f GB) is above checkpoint.buffer_max_gb=%s: checkpoints leave it out "
-                    "and a resumed run refills it",
-                    self.buffer.nbytes() / 2**30,
-                    self.cfg.checkpoint.buffer_max_gb,
-                )
-                self._warned_buffer = True
-            return None
-        return {"buffer": self.buffer.state_dict(self._items(self.loop.obs))}
-
-    def load_learner_state(self, state: dict[str, Any] | None) -> None:
-        if state is not None:
-            self.buffer.load_state_dict(state["buffer"])
-        self.restored_buffer = state is not None
 
     # ----------------------------------------------------------------- acting and learning
     @torch.inference_mode()

@@ -62,11 +62,21 @@ class Acting:
         return chosen
 
 
-def act(policy: Any, obs: Any, acting: Acting, rng: np.random.Generator, device: torch.device) -> np.ndarray:
-    """Actions for a batch of array observations. `policy(obs)` gives Q-values or logits: our networks and a
-    policy loaded back from MLflow (a torch.export graph, which has no `act`) alike."""
+def act(
+    policy: Any, obs: Any, acting: Acting, rng: np.random.Generator, device: torch.device, continuous: bool = False
+) -> np.ndarray:
+    """Actions for a batch of array observations. `policy(obs)` gives Q-values or logits (discrete actions), or
+    for a `continuous` action space the actions themselves (the mean action, within the env's bounds): our
+    networks and a policy loaded back from MLflow (a torch.export graph: `forward` alone) alike."""
     with torch.no_grad():
-        return acting.choose(policy(torch.as_tensor(np.asarray(obs), device=device)), rng)
+        outputs = policy(torch.as_tensor(np.asarray(obs), device=device))
+    if continuous:
+        return outputs.float().cpu().numpy()
+    return acting.choose(outputs, rng)
+
+
+def continuous_actions(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box)
 
 
 class Evaluator:
@@ -95,7 +105,7 @@ class Evaluator:
             if text:
                 actions = acting.choose_text(policy, obs, self.env.admissible, rng)
             else:
-                actions = act(policy, obs, acting, rng, device)
+                actions = act(policy, obs, acting, rng, device, continuous_actions(self.env.single_action_space))
             obs, rewards, terminated, truncated, info = self.env.step(actions)
             returns += rewards * running
             done = terminated | truncated
@@ -120,7 +130,7 @@ class Episode:
     # The env's own verdict (a won text game, gymnasium's `is_success`); None if it gives none.
     success: bool | None = None
     observations: list[np.ndarray] = field(default_factory=list)  # what the policy saw, one per action
-    actions: list[int] = field(default_factory=list)
+    actions: list[int | np.ndarray] = field(default_factory=list)  # an index, or a continuous action vector
     transcript: list[str] = field(default_factory=list)  # text envs: what the agent read and chose
 
 
@@ -163,8 +173,10 @@ def play_episode(
                 on_frame(np.asarray(env.render()))
             if keep_observations:
                 episode.observations.append(np.asarray(obs))
-            action = int(act(policy, np.asarray(obs)[None], acting, rng, device)[0])
-        episode.actions.append(int(action))
+            continuous = continuous_actions(env.action_space)
+            chosen = act(policy, np.asarray(obs)[None], acting, rng, device, continuous)[0]
+            action = chosen if continuous else int(chosen)
+        episode.actions.append(action)
         obs, reward, terminated, truncated, info = env.step(action)
         episode.ret += float(reward)
         episode.length += 1

@@ -89,7 +89,7 @@ class EnvLoop(pl.LightningModule):
         self.resume_from: dict[str, Any] | None = None  # set by train(): a loaded checkpoint to continue
         self.checkpoint_path: Path | None = None  # the last good checkpoint, named in failure messages
         self._checkpointed_step = 0
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.optimizer: torch.optim.Optimizer | list[torch.optim.Optimizer] | None = None
         self.distill = None  # a Distiller: loaded (and checked against the env) before any training
         if cfg.distill.name != "none":
             from pipeline.algos.distill import Distiller
@@ -308,8 +308,10 @@ class EnvLoop(pl.LightningModule):
         self.rng.bit_generator.state = json.loads(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
         self.load_learner_state(state["learner"])
-        if self.optimizer is not None:
-            self.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+        if self.optimizer is not None:  # one optimiser, or several (SAC: critics, actor, entropy coefficient)
+            optimizers = self.optimizer if isinstance(self.optimizer, list) else [self.optimizer]
+            for optimizer, saved_state in zip(optimizers, checkpoint["optimizer_states"], strict=True):
+                optimizer.load_state_dict(saved_state)
 
     def _checkpoint_dir(self) -> Path:
         return Path(self.trainer.default_root_dir) / CHECKPOINT_DIR

@@ -12,6 +12,7 @@ decided jointly so all ranks take the same number of steps.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,10 @@ from pipeline.core.schedules import linear_schedule
 from pipeline.core.spec import EnvSpec
 from pipeline.networks.actor_critic import ActorCritic, actor_critic_param_groups, build_actor_critic
 from pipeline.networks.groups import merge_equal_lr
+from pipeline.networks.normalize import RunningNorm
 from pipeline.tracking.metrics import RunTarget
 
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 LOSS_STATS = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
 
 
@@ -56,23 +59,41 @@ def gae(
     return advantages, advantages + values
 
 
-def ppo_losses(
-    logits: torch.Tensor,
+def categorical_terms(
+    logits: torch.Tensor, actions: torch.Tensor, with_entropy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the taken discrete actions and the mean entropy (a diagnostic without gradient
+    when `with_entropy=False`)."""
+    logp_all = F.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+    with torch.set_grad_enabled(with_entropy and torch.is_grad_enabled()):
+        entropy = -(logp_all.exp() * logp_all).sum(dim=-1).mean()
+    return logp, entropy
+
+
+def gaussian_terms(
+    mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A diagonal Gaussian's log-density of the taken (unclipped) actions, summed over dimensions, and its
+    entropy (state-independent log-std: the same for every state)."""
+    logp = (-0.5 * ((actions - mean) / log_std.exp()).pow(2) - log_std - HALF_LOG_2PI).sum(-1)
+    entropy = (log_std + 0.5 + HALF_LOG_2PI).sum()
+    return logp, entropy
+
+
+def clipped_losses(
+    logp: torch.Tensor,
+    entropy: torch.Tensor,
     values: torch.Tensor,
-    actions: torch.Tensor,
     old_logp: torch.Tensor,
     old_values: torch.Tensor,
     advantages: torch.Tensor,
     returns: torch.Tensor,
     clip_range: float | None,
     value_clip: float | None,
-    with_entropy: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Clipped surrogate, (optionally clipped) value loss, entropy, and the diagnostics PPO is read by:
-    approx-KL (the k3 estimator of Schulman's note) and the fraction of clipped ratios. With
-    `with_entropy=False` the entropy is a diagnostic only (no gradient), for `ent_coef=0`."""
-    logp_all = F.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+    """Clipped surrogate, (optionally clipped) value loss, and the diagnostics PPO is read by: approx-KL (the
+    k3 estimator of Schulman's note) and the fraction of clipped ratios. Any action distribution."""
     log_ratio = logp - old_logp
     ratio = log_ratio.exp()
     if clip_range is None:
@@ -85,8 +106,6 @@ def ppo_losses(
     else:
         v_clipped = old_values + (values - old_values).clamp(-value_clip, value_clip)
         value_loss = torch.max((values - returns) ** 2, (v_clipped - returns) ** 2).mean()
-    with torch.set_grad_enabled(with_entropy and torch.is_grad_enabled()):
-        entropy = -(logp_all.exp() * logp_all).sum(dim=-1).mean()
     with torch.no_grad():  # diagnostics: no autograd bookkeeping
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clipped = ((ratio - 1).abs() > clip_range).float().mean() if clip_range is not None else approx_kl * 0
@@ -99,6 +118,23 @@ def ppo_losses(
     }
 
 
+def ppo_losses(
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    actions: torch.Tensor,
+    old_logp: torch.Tensor,
+    old_values: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    clip_range: float | None,
+    value_clip: float | None,
+    with_entropy: bool = True,
+) -> dict[str, torch.Tensor]:
+    """`clipped_losses` for a categorical policy given its logits (discrete actions, text commands)."""
+    logp, entropy = categorical_terms(logits, actions, with_entropy)
+    return clipped_losses(logp, entropy, values, old_logp, old_values, advantages, returns, clip_range, value_clip)
+
+
 class PolicyGradient(EnvLoop):
     def __init__(
         self, cfg: Config, spec: EnvSpec, run_target: RunTarget | None = None, weights_file: str | None = None
@@ -107,11 +143,19 @@ class PolicyGradient(EnvLoop):
         assert isinstance(cfg.algo, PolicyGradientConfig)
         self.algo: PolicyGradientConfig = cfg.algo
         self.net = self._build_net(weights_file)
+        # A submodule: its statistics are checkpointed with the module (resume continues them).
+        self.reward_norm = RunningNorm((), center=False) if self.algo.normalize_reward else None
 
     def _build_net(self, weights_file: str | None) -> ActorCritic:
         """The actor-critic on arrays; text envs override it (`text_ppo.py`)."""
         net = build_actor_critic(
-            self.cfg.backbone, self.spec, self.algo.critic.backbone, weights_file, ortho_init=self.algo.ortho_init
+            self.cfg.backbone,
+            self.spec,
+            self.algo.critic.backbone,
+            weights_file,
+            ortho_init=self.algo.ortho_init,
+            log_std_init=self.algo.log_std_init,
+            normalize_obs=self.algo.normalize_obs,
         )
         if self.cfg.hardware.channels_last and self.spec.is_image:
             net = net.to(memory_format=torch.channels_last)
@@ -144,13 +188,28 @@ class PolicyGradient(EnvLoop):
     def build_learner(self) -> None:
         n, t = self.cfg.env.num_envs, self.algo.n_steps
         self.rollout_obs = self._empty_rollout_obs(t, n)
-        self.rollout_actions = torch.zeros((t, n), dtype=torch.long, device=self.device)
+        if self.spec.continuous:  # the sampled (unclipped) action vectors: their log-densities are the ratio's
+            self.rollout_actions = torch.zeros((t, n, self.spec.n_actions), device=self.device)
+        else:
+            self.rollout_actions = torch.zeros((t, n), dtype=torch.long, device=self.device)
         self.rollout_logp = torch.zeros((t, n), device=self.device)
         self.values = np.zeros((t, n), dtype=np.float32)
         self.rewards = np.zeros((t, n), dtype=np.float32)
         self.dones = np.zeros((t, n), dtype=np.float32)
 
+    def _scale_rewards(self, rewards: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """`algo.normalize_reward`: rewards over the running std of the discounted return (gymnasium's
+        NormalizeReward rule), learned here so the logged returns stay the env's own."""
+        self._discounted = self._discounted * self.algo.gamma + rewards
+        self.reward_norm.update(torch.from_numpy(self._discounted))
+        self._discounted[done] = 0.0
+        return self.reward_norm(torch.from_numpy(rewards)).numpy().astype(np.float32)
+
     def start_learner(self) -> None:
+        self._discounted = np.zeros(self.cfg.env.num_envs)
+        if self.spec.continuous:
+            self._action_low = np.asarray(self.spec.action_low, dtype=np.float32)
+            self._action_high = np.asarray(self.spec.action_high, dtype=np.float32)
         self.grad_params = [p for p in self.net.parameters() if p.requires_grad]
         self.net.eval()  # acting mode (BatchNorm statistics fixed while collecting); updates train it
 
@@ -160,6 +219,10 @@ class PolicyGradient(EnvLoop):
         """Sample actions; returns the obs tensor, actions, and (log-prob, value) rows for the rollout."""
         x = torch.from_numpy(obs).to(self.device)
         logits, value = self.net.logits_and_value(x)
+        if self.spec.continuous:  # a diagonal Gaussian around the mean action; the env gets it clipped
+            mean, log_std = logits.float(), self.net.log_std
+            actions = mean + log_std.exp() * torch.randn_like(mean)
+            return x, actions, (gaussian_terms(mean, log_std, actions)[0], value.float())
         logp_all = F.log_softmax(logits.float(), dim=-1)
         # Gumbel-max: argmax(log p + Gumbel noise) is a sample of the softmax; cheaper than multinomial.
         actions = (logp_all - torch.empty_like(logp_all).exponential_().log()).argmax(dim=1)
@@ -192,8 +255,12 @@ class PolicyGradient(EnvLoop):
                 break
             x, actions, (logp, value) = self._policy_step(self.loop.obs)
             actions_np = actions.cpu().numpy()
+            if self.spec.continuous:
+                actions_np = np.clip(actions_np, self._action_low, self._action_high)
             next_obs, rewards, terminated, truncated, info = self.env.step(actions_np)
             train_rewards = (np.sign(rewards) if self.cfg.env.clip_rewards else rewards).astype(np.float32)
+            if self.reward_norm is not None:
+                train_rewards = self._scale_rewards(train_rewards, terminated | truncated)
             cut = np.flatnonzero(truncated & ~terminated)
             if cut.size:  # a time limit is not a terminal: bootstrap from the final obs's value
                 train_rewards[cut] += a.gamma * self._values([info["final_obs"][i] for i in cut])
@@ -227,7 +294,7 @@ class PolicyGradient(EnvLoop):
         a, dev = self.algo, self.device
         size = t * self.cfg.env.num_envs
         obs = self._rollout_obs(t)
-        actions = self.rollout_actions[:t].reshape(size)
+        actions = self.rollout_actions[:t].reshape(size, *self.rollout_actions.shape[2:])
         old_logp = self.rollout_logp[:t].reshape(size)
         old_values = torch.from_numpy(self.values[:t].reshape(size)).to(dev)
         adv_all = torch.from_numpy(advantages.reshape(size)).to(dev)
@@ -258,9 +325,11 @@ class PolicyGradient(EnvLoop):
                 if n_mb > 1 and a.normalize_advantage and adv.numel() > 1:
                     adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 logits, values = self.net.logits_and_value(mb_obs)
-                out = ppo_losses(
-                    logits, values, mb_actions, mb_logp, mb_values, adv, ret, clip, a.critic.clip_range, a.ent_coef > 0
-                )
+                if self.spec.continuous:
+                    logp, entropy = gaussian_terms(logits, self.net.log_std, mb_actions)
+                else:
+                    logp, entropy = categorical_terms(logits, mb_actions, a.ent_coef > 0)
+                out = clipped_losses(logp, entropy, values, mb_logp, mb_values, adv, ret, clip, a.critic.clip_range)
                 loss = out["policy_loss"] + a.critic.coef * out["value_loss"]
                 if a.ent_coef > 0:
                     loss = loss - a.ent_coef * out["entropy"]
@@ -278,6 +347,9 @@ class PolicyGradient(EnvLoop):
                 stopped_early = True
                 break
         self.net.eval()
+        obs_norm = getattr(self.net, "obs_norm", None)  # (text actor-critics have none)
+        if obs_norm is not None:  # the statistics move between rollouts, never within one
+            obs_norm.update(obs)
         self.loop.updates += n_updates
         self.check_finite(sums.sum(), "loss or gradient", "lower algo.lr or algo.max_grad_norm")
         stats = {f"train/{k}": v / n_updates for k, v in zip(LOSS_STATS, sums.tolist(), strict=True)}

@@ -1,5 +1,6 @@
-"""`algo` group: one schema per algorithm family — value-based (DQN and its extensions), tabular,
-policy gradient — each with the checks of its own keys (conf/algo/*.yaml documents each key)."""
+"""`algo` group: one schema per algorithm family — value-based (DQN and its extensions), tabular, policy
+gradient, continuous-action actor-critics with twin critics (SAC, TD3) — each with the checks of its own keys
+(conf/algo/*.yaml documents each key)."""
 
 from __future__ import annotations
 
@@ -99,11 +100,128 @@ class PolicyGradientConfig:
     max_grad_norm: float = 0.5
     target_kl: float | None = None
     ortho_init: bool = True
+    log_std_init: float = 0.0
+    normalize_obs: bool = False
+    normalize_reward: bool = False
     critic: CriticConfig = field(default_factory=CriticConfig)
 
 
-ALGO_SCHEMAS: dict[str, type] = {"dqn": DQNConfig, "tabular": TabularConfig, "policy_gradient": PolicyGradientConfig}
-AlgoConfig = DQNConfig | TabularConfig | PolicyGradientConfig
+@dataclass
+class ContinuousQConfig:
+    """Off-policy actor-critic for continuous actions with twin Q critics: what SAC and TD3 share."""
+
+    name: str = MISSING
+    family: str = MISSING
+    lr: float = 1e-3
+    critic_lr: float | None = None
+    batch_size: int = 256
+    buffer_size: int = 1_000_000
+    learning_starts: int = 100
+    gamma: float = 0.99
+    tau: float = 0.005
+    train_freq: int = 1
+    gradient_steps: int = 1
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    max_grad_norm: float | None = None
+    augment: str = "none"
+    augment_pad: int = 4
+    chunk_steps: int = 256
+
+
+@dataclass
+class SACConfig(ContinuousQConfig):
+    """Soft actor-critic (Haarnoja et al., 2018): tanh-squashed Gaussian actor, entropy tuned to a target."""
+
+    family: str = "sac"
+    ent_coef: str = "auto"
+    target_entropy: float | None = None
+    ent_lr: float | None = None
+    target_update_interval: int = 1
+
+
+@dataclass
+class TD3Config(ContinuousQConfig):
+    """TD3 (Fujimoto et al., 2018): deterministic actor, target policy smoothing, delayed actor updates."""
+
+    family: str = "td3"
+    policy_delay: int = 2
+    target_noise: float = 0.2
+    target_noise_clip: float = 0.5
+    action_noise: float = 0.1
+    action_noise_end: float | None = None
+    action_noise_decay_steps: int = 100_000
+
+
+ALGO_SCHEMAS: dict[str, type] = {
+    "dqn": DQNConfig,
+    "tabular": TabularConfig,
+    "policy_gradient": PolicyGradientConfig,
+    "sac": SACConfig,
+    "td3": TD3Config,
+}
+AlgoConfig = DQNConfig | TabularConfig | PolicyGradientConfig | SACConfig | TD3Config
+AUGMENTATIONS = ("none", "shift")
+
+
+def parse_ent_coef(value: str) -> tuple[bool, float]:
+    """`algo.ent_coef`: 'auto' (tuned, starting at 1), 'auto_<start>' (tuned from <start>) or a fixed number.
+    Returns (tuned, initial value); raises ValueError on anything else."""
+    if value == "auto":
+        return True, 1.0
+    if value.startswith("auto_"):
+        return True, float(value[5:])
+    return False, float(value)
+
+
+def check_continuous_q(a: ContinuousQConfig) -> None:
+    require(a.lr > 0, "algo.lr", a.lr, "learning rate must be > 0, e.g. algo.lr=3e-4")
+    require(a.critic_lr is None or a.critic_lr > 0, "algo.critic_lr", a.critic_lr, "must be > 0, or null (= algo.lr)")
+    require(a.batch_size >= 1, "algo.batch_size", a.batch_size, "must be >= 1")
+    require(
+        a.batch_size <= a.buffer_size,
+        "algo.batch_size",
+        a.batch_size,
+        f"larger than algo.buffer_size={a.buffer_size}; lower the batch or raise the buffer",
+    )
+    require(a.learning_starts >= 0, "algo.learning_starts", a.learning_starts, "must be >= 0 env steps")
+    require(0.0 < a.gamma <= 1.0, "algo.gamma", a.gamma, "must be in (0, 1]")
+    require(0.0 < a.tau <= 1.0, "algo.tau", a.tau, "must be in (0, 1]; 1.0 is a hard copy every update")
+    require(a.train_freq >= 1, "algo.train_freq", a.train_freq, "must be >= 1 env step")
+    require(a.gradient_steps >= 1, "algo.gradient_steps", a.gradient_steps, "must be >= 1")
+    require(all(h >= 1 for h in a.hidden_sizes), "algo.hidden_sizes", a.hidden_sizes, "every layer needs >= 1 unit")
+    require(
+        a.max_grad_norm is None or a.max_grad_norm > 0, "algo.max_grad_norm", a.max_grad_norm, "must be > 0 or null"
+    )
+    one_of(a.augment, AUGMENTATIONS, "algo.augment")
+    require(a.augment_pad >= 1, "algo.augment_pad", a.augment_pad, "must be >= 1 pixel")
+    require(a.chunk_steps >= 1, "algo.chunk_steps", a.chunk_steps, "must be >= 1")
+    if isinstance(a, SACConfig):
+        try:
+            start = parse_ent_coef(a.ent_coef)[1]
+        except ValueError:
+            start = float("nan")
+        require(
+            start > 0,
+            "algo.ent_coef",
+            a.ent_coef,
+            "must be auto, auto_<initial value > 0> (tuned) or a fixed number > 0, e.g. algo.ent_coef=0.1",
+        )
+        require(a.ent_lr is None or a.ent_lr > 0, "algo.ent_lr", a.ent_lr, "must be > 0, or null (= algo.lr)")
+        require(a.target_update_interval >= 1, "algo.target_update_interval", a.target_update_interval, "must be >= 1")
+    if isinstance(a, TD3Config):
+        require(a.policy_delay >= 1, "algo.policy_delay", a.policy_delay, "must be >= 1 critic update")
+        require(a.target_noise >= 0, "algo.target_noise", a.target_noise, "must be >= 0 (0 = no smoothing)")
+        require(a.target_noise_clip > 0, "algo.target_noise_clip", a.target_noise_clip, "must be > 0")
+        require(a.action_noise >= 0, "algo.action_noise", a.action_noise, "must be >= 0")
+        require(
+            a.action_noise_end is None or a.action_noise_end >= 0,
+            "algo.action_noise_end",
+            a.action_noise_end,
+            "must be >= 0, or null (constant noise)",
+        )
+        require(
+            a.action_noise_decay_steps >= 1, "algo.action_noise_decay_steps", a.action_noise_decay_steps, "must be >= 1"
+        )
 
 
 def check_dqn(a: DQNConfig) -> None:

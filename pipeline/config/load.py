@@ -80,15 +80,17 @@ def load_config(path: Path) -> Config:
 
 def resolve_obs_mode(cfg: Config) -> None:
     """`obs_mode=auto` follows the backbone: image backbones see rendered frames, the MLP sees state.
-    Atari and digits are pixels only; MinAtar's native channel grid suits our own CNNs, while timm
-    models (pretrained on photographs) get its RGB picture."""
+    Atari, digits and CarRacing are pixels only, Fetch (robotics) state only; MinAtar's native channel grid
+    suits our own CNNs, while timm models (pretrained on photographs) get its RGB picture."""
     e = cfg.env
     if e.obs_mode != "auto":
         return
     if e.is_text:
         e.obs_mode = "text"
-    elif e.kind in ("atari", "digits"):
+    elif e.pixels_only:
         e.obs_mode = "pixels"
+    elif e.kind == "robotics":
+        e.obs_mode = "state"
     elif e.kind == "minatar":
         e.obs_mode = "pixels" if cfg.backbone.is_timm else "state"
     else:

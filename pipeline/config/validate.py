@@ -5,9 +5,11 @@ GPU, distillation into a table ...). Every message names the key and the fix."""
 from __future__ import annotations
 
 from pipeline.config.algo import (
+    ContinuousQConfig,
     DQNConfig,
     PolicyGradientConfig,
     TabularConfig,
+    check_continuous_q,
     check_dqn,
     check_policy_gradient,
     check_tabular,
@@ -50,12 +52,13 @@ def validate(cfg: Config) -> None:
 def _observations(cfg: Config) -> None:
     """What the env gives and what the backbone takes agree: images, vectors or text."""
     e, b = cfg.env, cfg.backbone
-    if e.kind == "gym" and b.takes_images and e.obs_mode == "state":
+    rendered = e.kind in ("gym", "dmc", "highway")  # observed as state vectors or rendered frames, by choice
+    if rendered and b.takes_images and e.obs_mode == "state":
         raise ConfigError(
             f"env.obs_mode=state: backbone={b.name} takes images; set env.obs_mode=pixels (or auto), "
             "or use backbone=mlp for state vectors"
         )
-    if e.kind == "gym" and not b.takes_images and e.obs_mode == "pixels":
+    if rendered and not b.takes_images and e.obs_mode == "pixels":
         raise ConfigError(
             f"env.obs_mode=pixels: backbone={b.name} takes vectors; use backbone=nature_cnn or "
             "backbone=resnet18 for images, or env.obs_mode=state"
@@ -98,9 +101,44 @@ def _algo(cfg: Config) -> None:
             h.name,
             f"a Q-table lives in one process on the CPU; use hardware=cpu with algo={a.name}",
         )
+    elif isinstance(a, ContinuousQConfig):
+        check_continuous_q(a)
+        require(
+            a.learning_starts < cfg.total_env_steps,
+            "algo.learning_starts",
+            a.learning_starts,
+            f"never reached within total_env_steps={cfg.total_env_steps}; lower it or raise the budget",
+        )
+        require(
+            not (a.augment == "shift" and not cfg.backbone.takes_images),
+            "algo.augment",
+            a.augment,
+            f"random shifts move pixels; backbone={cfg.backbone.name} reads state vectors: set algo.augment=none",
+        )
+        require(
+            not (a.augment == "shift" and cfg.backbone.freeze == "all" and cfg.backbone.cache_features),
+            "algo.augment",
+            a.augment,
+            "a frozen encoder's cached features cannot be shifted: set backbone.cache_features=false "
+            "(augment the frames, encode every update) or algo.augment=none",
+        )
+        require(
+            h.devices == 1,
+            "hardware",
+            h.name,
+            f"algo={a.name} trains in one process (its three optimisers are not wired for DDP); use hardware=cpu "
+            "or hardware=gpu",
+        )
     else:
         assert isinstance(a, PolicyGradientConfig)
         check_policy_gradient(a)
+        require(
+            not (a.normalize_obs and (cfg.backbone.takes_images or cfg.env.is_text)),
+            "algo.normalize_obs",
+            a.normalize_obs,
+            "running statistics are for state vectors; images are normalised by the backbone's own statistics: "
+            "set algo.normalize_obs=false",
+        )
         rollout = a.n_steps * cfg.env.num_envs
         require(
             1 <= a.minibatches <= rollout,
@@ -121,6 +159,12 @@ def _algo(cfg: Config) -> None:
             "hardware.precision",
             h.precision,
             f"mixed precision is wired for DQN only; use hardware.precision=32-true with algo={a.name}",
+        )
+        require(
+            not h.compile,
+            "hardware.compile",
+            h.compile,
+            f"torch.compile is wired for DQN's update only; set hardware.compile=false with algo={a.name}",
         )
 
 

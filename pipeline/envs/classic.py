@@ -1,5 +1,7 @@
-"""gymnasium's registered environments (classic control and anything else by id), as state vectors
-or as rendered grayscale frame stacks."""
+"""gymnasium's registered environments (classic control, Box2D, MuJoCo and anything else by id), as state
+vectors or as rendered grayscale frame stacks. MuJoCo envs render their frames at frame_size directly (not
+at 480x480, then shrunk) and at `env.render_quality`; envs whose own observations are pictures (CarRacing's
+96x96 RGB view, `EnvConfig.pixels_only`) have those pictures grayscaled, resized and stacked instead."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import numpy as np
 
 from pipeline.config.env import EnvConfig
 from pipeline.core.errors import CannotRender, ConfigError
+from pipeline.envs.mujoco_gl import gl_errors, tune_gymnasium_renderer
 
 # gymnasium's GrayscaleObservation weights, applied in float32: the same frames (equal on CartPole's
 # renders, tested), ~10x faster than its float64 multiply-and-sum (6.7 -> 0.7 ms per 600x400 frame).
@@ -35,21 +38,37 @@ def _check_renders(cfg: EnvConfig, pixels: bool) -> None:
         )
 
 
+def _is_mujoco(env_id: str) -> bool:
+    """gymnasium's own MuJoCo envs (HalfCheetah-v5 ...), which take the render size as `width`/`height`."""
+    try:
+        entry = gym.spec(env_id).entry_point
+    except gym.error.Error:
+        return False
+    return isinstance(entry, str) and entry.startswith("gymnasium.envs.mujoco")
+
+
 def make(cfg: EnvConfig, evaluation: bool = False, render: bool = False) -> gym.Env:
-    """`render=True`: `env.render()` returns the raw RGB frame (evaluation videos), whatever the observations."""
+    """`render=True`: `env.render()` returns the raw RGB frame (evaluation videos), whatever the observations;
+    a MuJoCo env observed through pixels renders frame_size frames only, so its videos show what it sees."""
     kwargs: dict = {}
     if cfg.max_episode_steps is not None:
         kwargs["max_episode_steps"] = cfg.max_episode_steps
     pixels = cfg.obs_mode == "pixels"
-    if pixels or render:
+    rendered_obs = pixels and not cfg.pixels_only  # observations drawn by env.render()
+    if rendered_obs or render:
         _check_renders(cfg, pixels)
         kwargs["render_mode"] = "rgb_array"
+        if rendered_obs and _is_mujoco(cfg.id):
+            kwargs["width"] = kwargs["height"] = cfg.frame_size
     try:
-        env = gym.make(cfg.id, **kwargs)
+        with gl_errors(f"env.id={cfg.id}"):
+            env = gym.make(cfg.id, **kwargs)
     except gym.error.Error as ex:
         raise ConfigError(f"env.id={cfg.id}: not a registered gymnasium environment ({ex})") from None
+    tune_gymnasium_renderer(env, cfg.render_quality)
     if pixels:
-        env = gym.wrappers.AddRenderObservation(env, render_only=True)
+        if rendered_obs:
+            env = gym.wrappers.AddRenderObservation(env, render_only=True)
         env = grayscale(env)
         env = gym.wrappers.ResizeObservation(env, (cfg.frame_size, cfg.frame_size))
         env = gym.wrappers.FrameStackObservation(env, cfg.frame_stack)

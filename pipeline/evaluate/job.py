@@ -112,6 +112,13 @@ def load_policy(source: Source, cfg: Config, spec: EnvSpec) -> Any:
         raise ConfigError(f"model={model}: a {kind} policy cannot act in env.id={cfg.env.id}; {trained_on}")
     if spec.is_text:
         return policy
+    continuous = _trained_spec(source).continuous  # the logged graph has `forward` alone: ask its env
+    if continuous != spec.continuous:
+        kinds = {True: "continuous", False: "discrete"}
+        raise ConfigError(
+            f"model={model}: a policy for {kinds[continuous]} actions cannot act in env.id={cfg.env.id}, whose "
+            f"actions are {spec.action_kind}; {trained_on}"
+        )
     env = make_env(cfg.env, evaluation=True)
     try:
         obs, _ = env.reset(seed=0)
@@ -127,16 +134,22 @@ def load_policy(source: Source, cfg: Config, spec: EnvSpec) -> Any:
             f"(shape {tuple(obs.shape)}, {obs.dtype}); {trained_on} (shape {_trained_shape(source)})"
         ) from None
     if outputs.shape[-1] != spec.n_actions:
+        what = "outputs a {}-dimensional action" if continuous else "chooses among {} actions"
+        has = f"{spec.n_actions}-dimensional actions" if continuous else f"{spec.n_actions}"
         raise ConfigError(
-            f"model={model}: the policy chooses among {outputs.shape[-1]} actions, env.id={cfg.env.id} has "
-            f"{spec.n_actions}; {trained_on}"
+            f"model={model}: the policy {what.format(outputs.shape[-1])}, env.id={cfg.env.id} has {has}; {trained_on}"
         )
     return policy
 
 
+def _trained_spec(source: Source) -> EnvSpec:
+    """The spec of the env the policy was trained on (built from the training run's own config)."""
+    return probe_env(source.cfg.env)
+
+
 def _trained_shape(source: Source) -> str:
     try:
-        return str(tuple(probe_env(source.cfg.env).obs_shape))
+        return str(tuple(_trained_spec(source).obs_shape))
     except Exception:
         return "unknown"
 
@@ -155,6 +168,11 @@ def prepare(ecfg: EvaluateConfig, env_overrides: dict[str, Any]) -> Prepared:
             "not images; saliency maps are for pixel agents (set saliency=false)"
         )
     policy = load_policy(source, cfg, spec)
+    if ecfg.stochastic and spec.continuous:
+        raise ConfigError(
+            f"stochastic=true: algo={cfg.algo.name}'s logged policy serves its mean action (the MLflow model keeps "
+            "the forward pass alone); evaluate it with stochastic=false"
+        )
     base = ecfg.seed if ecfg.seed is not None else source.cfg.seed + EVAL_SEED_OFFSET
     return Prepared(ecfg, env_overrides, uri, source, cfg, spec, policy, _acting(ecfg, cfg), base)
 

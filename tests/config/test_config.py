@@ -20,6 +20,7 @@ OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml")
 # What an option needs beside it: image envs an image backbone, text envs a text backbone and vice versa.
 COMPANIONS = {
     ("env", "cartpole_pixels"): ["backbone=nature_cnn"],
+    ("env", "car_racing"): ["backbone=nature_cnn"],  # pixels only
     ("env", "textworld"): ["backbone=bow"],
     ("env", "traffic_light_text"): ["backbone=bow"],
     ("backbone", "bow"): ["env=traffic_light_text"],
@@ -91,7 +92,7 @@ BAD_CLI: list = [
     (["paths.outputs=/tmp/o\udcff"], "paths.outputs: b'paths.outputs=/tmp/o\\xff' is not UTF-8 text"),
     (["logger.run_name=ré"], "Hydra needs quotes around a value with non-ASCII characters; write logger.run_name='ré'"),
     (["env.id=NoSuchEnv-v0"], "env.id=NoSuchEnv-v0"),  # unknown gymnasium id
-    (["env.id=Pendulum-v1"], "discrete actions"),  # continuous actions with DQN
+    (["env.id=Pendulum-v1"], "continuous actions"),  # continuous actions with Double DQN: use sac, td3 or ppo
     (["backbone=resnet18", "backbone.name=resnet_nope"], "not a timm model"),  # unknown timm model
     (["backbone=resnet18", "backbone.pretrained=true"], "backbone.weights="),  # hub offline
     (["backbone.weights=/no/such/file.pth"], "no such file"),  # weights file missing

@@ -116,6 +116,7 @@ def test_evaluate_last_prints_the_summary_and_logs_a_nested_evaluation_run(
         (["model=models:/nope/1"], "model=models:/nope/1: not found"),
         (["model=garbage"], "not a model reference; use last, a run id"),
         (["env.id=Acrobot-v1"], "the policy does not take env.id=Acrobot-v1's observations (shape (6,)"),
+        (["env.id=Pendulum-v1"], "a policy for discrete actions cannot act in env.id=Pendulum-v1, whose actions are"),
         (["env.id=pipeline/TrafficLight-v0", "video=true"], "cannot render frames"),
         (["saliency=true"], "saliency maps are for pixel agents"),
         (["env.nope=1"], "env.nope=1: Key 'nope' not in 'EnvConfig'"),
