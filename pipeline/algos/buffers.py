@@ -388,13 +388,54 @@ class TextReplay:
         self.rng.bit_generator.state = json.loads(state["rng"])
 
 
-class ReplayCheckpoint:
-    """What every learner with a `ReplayBuffer` checkpoints the same way (DQN, SAC, TD3): the buffer when it fits
-    under `checkpoint.buffer_max_gb`, whether a resume restored it, and how full it must be before updates.
-    Expects `self.buffer`, `self.cfg`, `self.loop`, `self.resume_from` and `self._items(obs)`."""
+class ReplayLearner:
+    """What every learner with a `ReplayBuffer` does the same way (DQN, SAC, TD3): what a row stores (the
+    observation, or a frozen encoder's features), a vector step stored with its time-limit final observations,
+    the buffer in checkpoints when it fits under `checkpoint.buffer_max_gb`, and how full it must be before
+    updates. A mixin before `EnvLoop`: expects `self.cfg`, `self.spec`, `self.loop`, `self.device`, `self.env`,
+    `self.resume_from`, `self.record_step`, and sets `self.buffer`; a learner names `cache_features` and
+    `feature_encoder` (the frozen encoder whose features are stored)."""
 
     restored_buffer = False
     _warned_buffer = False
+    cache_features = False
+    feature_encoder = None
+
+    def build_replay(self, capacity: int, gamma: float, **kwargs) -> ReplayBuffer:
+        """Frozen features (one vector per transition), frames (the newest of each stack), or state vectors
+        (floating ones as float32, what the networks compute in: MuJoCo's arrive as float64)."""
+        spec = self.spec
+        if self.cache_features:
+            shape, dtype, stack = self.feature_encoder.out_shape, torch.float32, 1
+        elif spec.is_image or not np.issubdtype(spec.obs_dtype, np.floating):
+            shape, dtype, stack = spec.obs_shape, spec.obs_dtype, spec.frame_stack
+        else:
+            shape, dtype, stack = spec.obs_shape, torch.float32, 1
+        self.buffer = ReplayBuffer(
+            capacity, shape, dtype, self.cfg.env.num_envs, stack, self.device,
+            seed=self.cfg.seed + self.global_rank, gamma=gamma, **kwargs,
+        )  # fmt: skip
+        return self.buffer
+
+    @torch.inference_mode()
+    def _items(self, obs: np.ndarray) -> np.ndarray | torch.Tensor:
+        """What the buffer stores for these observations: themselves, or their frozen features."""
+        if not self.cache_features:
+            return obs
+        return self.feature_encoder(torch.from_numpy(np.asarray(obs)).to(self.device))
+
+    def step_and_store(self, items: np.ndarray | torch.Tensor, actions: np.ndarray, env_actions: np.ndarray) -> None:
+        """One vector step: `env_actions` to the envs, `actions` (as the learner sees them) and the outcome into
+        the buffer; a time limit keeps its final observation, the bootstrap target's (not the reset one)."""
+        next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
+        finals = None
+        cut = np.flatnonzero(truncated & ~terminated)
+        if cut.size:
+            final_obs = np.stack([info["final_obs"][i] for i in cut])
+            finals = dict(zip(cut.tolist(), self._items(final_obs), strict=True))
+        train_rewards = np.sign(rewards) if self.cfg.env.clip_rewards else rewards
+        self.buffer.add(items, actions, train_rewards, terminated, truncated, finals)
+        self.record_step(next_obs, rewards, terminated | truncated)
 
     def learner_state(self) -> dict | None:
         ckpt = self.cfg.checkpoint

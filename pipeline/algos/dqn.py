@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.algos.buffers import Batch, ReplayBuffer, ReplayCheckpoint
+from pipeline.algos.buffers import Batch, ReplayLearner
 from pipeline.algos.loop import EnvLoop
 from pipeline.algos.optim import clip_grad_norm
 from pipeline.config.algo import DQNConfig
@@ -106,7 +106,8 @@ class ValueLearner(EnvLoop):
         self.end_chunk(chunk_start_step, n_updates, metrics | self.chunk_metrics())
 
     def _collect(self, eps: float) -> None:
-        raise NotImplementedError
+        actions, items = self._act(self.loop.obs, eps)
+        self.step_and_store(items, actions, actions)
 
     def _learn(self, n_updates: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         raise NotImplementedError
@@ -128,7 +129,7 @@ class ValueLearner(EnvLoop):
                 t.lerp_(o, tau)
 
 
-class DQN(ReplayCheckpoint, ValueLearner):
+class DQN(ReplayLearner, ValueLearner):
     def __init__(
         self, cfg: Config, spec: EnvSpec, run_target: RunTarget | None = None, weights_file: str | None = None
     ):
@@ -147,28 +148,19 @@ class DQN(ReplayCheckpoint, ValueLearner):
     def policy(self) -> QNetwork:
         return self.q_net
 
+    @property
+    def feature_encoder(self) -> torch.nn.Module:
+        return self.q_net.encoder
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = param_groups(self.q_net, self.cfg.backbone, self.algo.lr)
         fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
         return torch.optim.Adam(groups, lr=self.algo.lr, fused=fused)
 
     def build_learner(self) -> None:
-        if self.cache_features:
-            item_shape, item_dtype, stack = self.q_net.encoder.out_shape, torch.float32, 1
-        else:
-            item_shape, item_dtype, stack = self.spec.obs_shape, self.spec.obs_dtype, self.spec.frame_stack
         a = self.algo
-        self.buffer = ReplayBuffer(
-            a.buffer_size,
-            item_shape,
-            item_dtype,
-            self.cfg.env.num_envs,
-            stack,
-            self.device,
-            seed=self.cfg.seed + self.global_rank,
-            n_step=a.n_step,
-            gamma=a.gamma,
-            priority_alpha=a.per_alpha if a.prioritized else None,
+        self.build_replay(
+            a.buffer_size, a.gamma, n_step=a.n_step, priority_alpha=a.per_alpha if a.prioritized else None
         )
 
     def start_learner(self) -> None:
@@ -194,13 +186,6 @@ class DQN(ReplayCheckpoint, ValueLearner):
         return self
 
     # ----------------------------------------------------------------- acting and learning
-    @torch.inference_mode()
-    def _items(self, obs: np.ndarray) -> np.ndarray | torch.Tensor:
-        """What the buffer stores for these observations: themselves, or their frozen features."""
-        if not self.cache_features:
-            return obs
-        return self.q_net.encoder(torch.from_numpy(np.asarray(obs)).to(self.device))
-
     @torch.inference_mode()
     def _act(self, obs: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray | torch.Tensor]:
         """ε-greedy actions, and the buffer items of `obs` (computed once, for acting and storing)."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.algos.buffers import ReplayBuffer, ReplayCheckpoint
+from pipeline.algos.buffers import ReplayLearner
 from pipeline.algos.loop import EnvLoop
 from pipeline.algos.optim import clip_grad_norm
 from pipeline.config.algo import ContinuousQConfig, SACConfig, TD3Config, parse_ent_coef
@@ -88,7 +88,7 @@ def critics_fixed(params: list[torch.Tensor]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-class ContinuousQ(ReplayCheckpoint, EnvLoop):
+class ContinuousQ(ReplayLearner, EnvLoop):
     """SAC (`algo=sac`) or TD3 (`algo=td3`), by the config's family."""
 
     def __init__(
@@ -119,6 +119,10 @@ class ContinuousQ(ReplayCheckpoint, EnvLoop):
     def policy(self) -> ContinuousActorCritic:
         return self.net
 
+    @property
+    def feature_encoder(self) -> torch.nn.Module:
+        return self.net.encoder
+
     def vec_steps_per_chunk(self, world_size: int) -> int:
         return max(1, self.algo.chunk_steps // (self.cfg.env.num_envs * world_size))
 
@@ -141,24 +145,7 @@ class ContinuousQ(ReplayCheckpoint, EnvLoop):
         return optimizers
 
     def build_learner(self) -> None:
-        if self.cache_features:
-            item_shape, item_dtype, stack = self.net.encoder.out_shape, torch.float32, 1
-        elif self.spec.is_image:
-            item_shape, item_dtype, stack = self.spec.obs_shape, self.spec.obs_dtype, self.spec.frame_stack
-        else:  # state vectors (MuJoCo's are float64) stored as float32: what the networks compute in
-            item_shape, item_dtype, stack = self.spec.obs_shape, torch.float32, 1
-        a = self.algo
-        self.buffer = ReplayBuffer(
-            a.buffer_size,
-            item_shape,
-            item_dtype,
-            self.cfg.env.num_envs,
-            stack,
-            self.device,
-            seed=self.cfg.seed + self.global_rank,
-            gamma=a.gamma,
-            action_shape=(self.n_actions,),
-        )
+        self.build_replay(self.algo.buffer_size, self.algo.gamma, action_shape=(self.n_actions,))
         self.shift_generator = torch.Generator(device=self.device)
         self.shift_generator.manual_seed(self.cfg.seed + 17)
         mid, half = self.net.action_mid.cpu().numpy(), self.net.action_half.cpu().numpy()
@@ -230,13 +217,6 @@ class ContinuousQ(ReplayCheckpoint, EnvLoop):
 
     # ----------------------------------------------------------------- acting
     @torch.inference_mode()
-    def _items(self, obs: np.ndarray) -> np.ndarray | torch.Tensor:
-        """What the buffer stores for these observations: themselves, or their frozen features."""
-        if not self.cache_features:
-            return obs
-        return self.net.encoder(torch.from_numpy(np.asarray(obs)).to(self.device))
-
-    @torch.inference_mode()
     def _act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray | torch.Tensor]:
         """Actions in [-1, 1] (random before learning_starts, then the exploring policy), and the buffer items."""
         items = self._items(obs)
@@ -254,16 +234,7 @@ class ContinuousQ(ReplayCheckpoint, EnvLoop):
 
     def _collect(self) -> None:
         actions, items = self._act(self.loop.obs)
-        env_actions = (self._action_mid + self._action_half * actions).astype(np.float32)
-        next_obs, rewards, terminated, truncated, info = self.env.step(env_actions)
-        finals = None
-        cut = np.flatnonzero(truncated & ~terminated)
-        if cut.size:  # a time limit: the target bootstraps from the final obs, not the reset one
-            final_obs = np.stack([info["final_obs"][i] for i in cut])
-            finals = dict(zip(cut.tolist(), self._items(final_obs), strict=True))
-        train_rewards = np.sign(rewards) if self.cfg.env.clip_rewards else rewards
-        self.buffer.add(items, actions, train_rewards, terminated, truncated, finals)
-        self.record_step(next_obs, rewards, terminated | truncated)
+        self.step_and_store(items, actions, (self._action_mid + self._action_half * actions).astype(np.float32))
 
     # ----------------------------------------------------------------- learning
     def _features(self, items: torch.Tensor) -> torch.Tensor:

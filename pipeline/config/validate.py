@@ -77,16 +77,21 @@ def _observations(cfg: Config) -> None:
     )
 
 
+def _reaches_learning_starts(cfg: Config) -> None:
+    a = cfg.algo
+    require(
+        a.learning_starts < cfg.total_env_steps,
+        "algo.learning_starts",
+        a.learning_starts,
+        f"never reached within total_env_steps={cfg.total_env_steps}; lower it or raise the budget",
+    )
+
+
 def _algo(cfg: Config) -> None:
     a, h = cfg.algo, cfg.hardware
     if isinstance(a, DQNConfig):
         check_dqn(a)
-        require(
-            a.learning_starts < cfg.total_env_steps,
-            "algo.learning_starts",
-            a.learning_starts,
-            f"never reached within total_env_steps={cfg.total_env_steps}; lower it or raise the budget",
-        )
+        _reaches_learning_starts(cfg)
         require(
             not (a.prior.model and not cfg.env.is_text),
             "algo.prior.model",
@@ -103,12 +108,7 @@ def _algo(cfg: Config) -> None:
         )
     elif isinstance(a, ContinuousQConfig):
         check_continuous_q(a)
-        require(
-            a.learning_starts < cfg.total_env_steps,
-            "algo.learning_starts",
-            a.learning_starts,
-            f"never reached within total_env_steps={cfg.total_env_steps}; lower it or raise the budget",
-        )
+        _reaches_learning_starts(cfg)
         require(
             not (a.augment == "shift" and not cfg.backbone.takes_images),
             "algo.augment",
