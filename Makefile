@@ -56,6 +56,7 @@ bench: $(BENCH_STAMP) ## benchmarks against Stable-Baselines3, a bare PyTorch lo
 	$(PY) benchmarks/sweep_parallel.py
 	$(PY) benchmarks/dqn_extensions.py
 	$(PY) benchmarks/cartpole_ppo.py
+	$(PY) benchmarks/control_sac.py
 	$(PY) benchmarks/tabular.py
 	$(PY) benchmarks/textworld_drrn.py --jobs 2
 

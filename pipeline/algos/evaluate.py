@@ -101,6 +101,7 @@ class Evaluator:
         running = np.ones(n, dtype=bool)
         text = isinstance(self.env, TextVectorEnv)
         success = np.zeros(n, dtype=bool)
+        reported = False  # an array env that says whether each episode succeeded
         while running.any():
             if text:
                 actions = acting.choose_text(policy, obs, self.env.admissible, rng)
@@ -111,8 +112,12 @@ class Evaluator:
             done = terminated | truncated
             if text:
                 success |= running & done & info["won"]
+            elif "is_success" in info.get("final_info", {}):  # gymnasium's success flag (Fetch, Meta-World)
+                final = info["final_info"]
+                reported = True
+                success |= running & done & np.asarray(final["is_success"], bool) & final["_is_success"]
             running &= ~done
-        self.success = success if text and self.env.reports_wins else None
+        self.success = success if (text and self.env.reports_wins) or reported else None
         policy.train(was_training)
         return returns
 

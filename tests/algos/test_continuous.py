@@ -144,7 +144,7 @@ def test_sac_learns_pendulum_and_the_logged_policy_acts_within_the_bounds(
 @pytest.mark.parametrize(
     ("algo", "steps", "extra"),
     [
-        ("td3", 5000, ["algo.gamma=0.98"]),  # measured: −662 at 4k, solved (−153) at 6k steps
+        ("td3", 4000, ["algo.gamma=0.98"]),  # measured: −662 at 4k, solved (−153) at 6k steps
         ("ppo", 20000, ["env.num_envs=4", "algo.n_steps=512", "algo.gamma=0.9", "algo.gae_lambda=0.95",
                         "algo.epochs=10", "algo.minibatches=32", "algo.lr_end=null",
                         "algo.normalize_reward=true"]),  # measured: solved (−177) at 20k steps; −894 without
@@ -233,6 +233,8 @@ def test_control_envs_train_log_a_model_and_act_within_their_bounds(overrides: l
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and result.env_steps == 300
     assert "train/critic_loss" in run.data.metrics  # it updated (learning_starts < budget)
+    if "env=fetch_reach" in overrides:  # gymnasium's is_success flag becomes the evaluation's success rate
+        assert 0.0 <= run.data.metrics["eval/final_success_rate"] <= 1.0
     spec = probe_env(to_config(cfg).env)
     policy = mlflow.pytorch.load_model(result.model_uri)
     env = make_env(to_config(cfg).env, evaluation=True)
