@@ -315,3 +315,25 @@ class UnboundedEnv(_Box):
 
 class TwoTorques(_Box):
     action_space = gym.spaces.Box(-2, 2, (2,), np.float32)
+
+
+def test_pixels_share_one_encoder_that_only_the_critics_train_on_shifted_frames(outputs: Path) -> None:
+    from pipeline.algos.sac import ContinuousQ
+
+    cfg = to_config(compose_cfg(["env=pendulum", "env.obs_mode=pixels", "backbone=small_cnn", "algo=sac",
+                                 "algo.augment=shift", "algo.buffer_size=64", "algo.batch_size=8"], outputs))  # fmt: skip
+    spec = probe_env(cfg.env)
+    learner = ContinuousQ(cfg, spec)
+    learner.build_learner()
+    net = learner.net
+    assert net.shared and learner.augment and not learner.cache_features
+    encoder_params = {id(p) for p in net.shared_encoder.parameters()}
+    critics, actor = learner.configure_optimizers()[:2]
+    assert encoder_params <= {id(p) for g in critics.param_groups for p in g["params"]}  # the critics train it
+    assert not encoder_params & {id(p) for g in actor.param_groups for p in g["params"]}  # the actor does not
+    frames = torch.randint(0, 255, (8, *spec.obs_shape), dtype=torch.uint8)
+    first, second = learner._features(frames), learner._features(frames)
+    assert first.shape == second.shape and not torch.equal(first, second)  # a new random shift at every update
+    mean, _ = net.actor_out(first.detach())
+    mean.sum().backward()
+    assert all(p.grad is None for p in net.shared_encoder.parameters())  # detached: no actor gradient reaches it
