@@ -320,8 +320,9 @@ class TwoTorques(_Box):
 def test_pixels_share_one_encoder_that_only_the_critics_train_on_shifted_frames(outputs: Path) -> None:
     from pipeline.algos.sac import ContinuousQ
 
-    cfg = to_config(compose_cfg(["env=pendulum", "env.obs_mode=pixels", "backbone=small_cnn", "algo=sac",
-                                 "algo.augment=shift", "algo.buffer_size=64", "algo.batch_size=8"], outputs))  # fmt: skip
+    overrides = ["env=pendulum", "env.obs_mode=pixels", "backbone=small_cnn", "algo=sac", "algo.augment=shift",
+                 "algo.buffer_size=64", "algo.batch_size=8"]  # fmt: skip
+    cfg = to_config(compose_cfg(overrides, outputs))
     spec = probe_env(cfg.env)
     learner = ContinuousQ(cfg, spec)
     learner.build_learner()
