@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from pipeline.algos.buffers import Batch, ReplayLearner
 from pipeline.algos.loop import EnvLoop
-from pipeline.algos.optim import clip_grad_norm
+from pipeline.algos.optim import adam, clip_grad_norm
 from pipeline.config.algo import DQNConfig
 from pipeline.config.root import Config
 from pipeline.core.schedules import linear_schedule
@@ -154,8 +154,7 @@ class DQN(ReplayLearner, ValueLearner):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = param_groups(self.q_net, self.cfg.backbone, self.algo.lr)
-        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-        return torch.optim.Adam(groups, lr=self.algo.lr, fused=fused)
+        return adam(groups, self.algo.lr)
 
     def build_learner(self) -> None:
         a = self.algo

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.algos.loop import EnvLoop
-from pipeline.algos.optim import clip_grad_norm
+from pipeline.algos.optim import adam, clip_grad_norm
 from pipeline.config.algo import PolicyGradientConfig
 from pipeline.config.root import Config
 from pipeline.core.schedules import linear_schedule
@@ -172,8 +172,7 @@ class PolicyGradient(EnvLoop):
         groups = merge_equal_lr(actor_critic_param_groups(self.net, self.cfg.backbone, self.algo.lr))
         for g in groups:
             g["lr_scale"] = g["lr"] / self.algo.lr  # the schedule moves every group, keeping their ratios
-        fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-        return torch.optim.Adam(groups, lr=self.algo.lr, eps=1e-5, fused=fused)
+        return adam(groups, self.algo.lr, eps=1e-5)
 
     def lr(self, step: int) -> float:
         a = self.algo
