@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from pipeline.algos.buffers import ReplayLearner
 from pipeline.algos.loop import EnvLoop
-from pipeline.algos.optim import clip_grad_norm
+from pipeline.algos.optim import adam, clip_grad_norm
 from pipeline.config.algo import ContinuousQConfig, SACConfig, TD3Config, parse_ent_coef
 from pipeline.config.root import Config
 from pipeline.core.schedules import linear_schedule
@@ -129,20 +129,17 @@ class ContinuousQ(ReplayLearner, EnvLoop):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         a, b = self.algo, self.cfg.backbone
 
-        def adam(groups: list[dict], lr: float) -> torch.optim.Optimizer:
-            groups = merge_equal_lr([g for g in groups if g["params"]])
-            fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-            return torch.optim.Adam(groups, lr=lr, fused=fused)
+        def merged(groups: list[dict]) -> list[dict]:
+            return merge_equal_lr([g for g in groups if g["params"]])
 
         critic_lr = a.critic_lr if a.critic_lr is not None else a.lr
         optimizers = [
-            adam(critic_param_groups(self.net, b, critic_lr), critic_lr),
-            adam(actor_param_groups(self.net, b, a.lr), a.lr),
+            adam(merged(critic_param_groups(self.net, b, critic_lr)), critic_lr),
+            adam(merged(actor_param_groups(self.net, b, a.lr)), a.lr),
         ]
         if self.is_sac and self.tune_entropy:
             ent_lr = self.algo.ent_lr if self.algo.ent_lr is not None else a.lr
-            fused = self.log_ent_coef.device.type in ("cpu", "cuda")
-            optimizers.append(torch.optim.Adam([self.log_ent_coef], lr=ent_lr, fused=fused))
+            optimizers.append(adam([{"params": [self.log_ent_coef]}], ent_lr))
         return optimizers
 
     def build_learner(self) -> None:
@@ -262,7 +259,7 @@ class ContinuousQ(ReplayLearner, EnvLoop):
         a = self.algo
         batch = self.buffer.sample(a.batch_size, n_updates)
         sums = torch.zeros(len(STATS), device=self.device)
-        zero = sums[0]
+        zero = torch.zeros((), device=self.device)  # its own tensor: a view of `sums` would follow the sums
         if self._mode_matters:
             self.net.train()
         for i in range(n_updates):
